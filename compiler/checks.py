@@ -1,0 +1,137 @@
+"""Pass `check`: semantic checks on the validated spec, before anything heavy is built.
+
+Each check is a function spec -> findings, registered in CHECKS in the order they run. A finding
+names the key path it is about, so it is reported at the line where that key was written.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Literal
+
+from ..schemas import Spec
+from ..schemas.stages import UPSTREAM_FIELDS
+from .errors import did_you_mean, one_of
+
+# Kinds that refine trained weights and so need somewhere to start from.
+NEEDS_START = ("finetune", "dreambooth", "reward_feedback", "flow_grpo", "diffusion_dpo",
+               "progressive_distill", "reflow", "consistency_distill", "adversarial_distill")
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: tuple
+    message: str
+    severity: Literal["error", "warning"] = "error"
+
+
+Check = Callable[[Spec], Iterator[Finding]]
+CHECKS: list[Check] = []
+
+
+def check(fn: Check) -> Check:
+    CHECKS.append(fn)
+    return fn
+
+
+def run_checks(spec: Spec) -> list[Finding]:
+    return [finding for fn in CHECKS for finding in fn(spec)]
+
+
+def upstream_ref(stage, field: str) -> str | None:
+    """The stage name or path in `field`, with teacher and reference defaulting to `from`."""
+    value = stage.from_ if field == "from" else getattr(stage, field, None)
+    return value
+
+
+@check
+def stage_graph(spec: Spec) -> Iterator[Finding]:
+    names = [s.name for s in spec.stages]
+    for i, stage in enumerate(spec.stages):
+        if stage.name in names[:i]:
+            yield Finding(("stages", i, "name"), f"duplicate stage name '{stage.name}' (also stage {names.index(stage.name) + 1})")
+        for field in UPSTREAM_FIELDS:
+            ref = upstream_ref(stage, field)
+            if ref is None or "/" in ref:
+                continue
+            path = ("stages", i, field)
+            if ref == stage.name:
+                yield Finding(path, f"stage '{stage.name}' cannot read itself (that would be a cycle)")
+            elif ref not in names:
+                yield Finding(path, f"unknown stage '{ref}'{did_you_mean(ref, names)} (stages: {one_of(names)});"
+                              " a local path needs a '/', e.g. ./weights")
+            elif names.index(ref) > i:
+                yield Finding(path, f"stage '{ref}' runs after '{stage.name}': stages run in list order, move it earlier")
+        if stage.kind in NEEDS_START and stage.from_ is None and spec.model.init.path is None:
+            yield Finding(("stages", i, "kind"), f"a {stage.kind} stage refines trained weights: set `from:` to an "
+                          "earlier stage or a local path (or model.init.path)")
+
+
+@check
+def batch_arithmetic(spec: Spec) -> Iterator[Finding]:
+    for i, stage in enumerate(spec.stages):
+        train, devices = stage.train, stage.executor.num_devices()
+        path = ("stages", i, "train")
+        if train.global_batch % devices:
+            yield Finding((*path, "global_batch"), f"global_batch {train.global_batch} does not split over {devices} devices")
+            continue
+        micro = train.micro_batch or train.global_batch // devices
+        per_step = micro * devices
+        if train.accumulation is not None and per_step * train.accumulation != train.global_batch:
+            yield Finding((*path, "accumulation"), f"micro_batch {micro} x {devices} devices x accumulation "
+                          f"{train.accumulation} = {per_step * train.accumulation}, not global_batch {train.global_batch}")
+        elif train.global_batch % per_step:
+            yield Finding((*path, "micro_batch"), f"global_batch {train.global_batch} is not a whole number of "
+                          f"micro_batch {micro} x {devices} devices")
+        group = getattr(stage, "group_size", None)
+        if group and train.global_batch % group:
+            yield Finding((*path, "global_batch"), f"global_batch {train.global_batch} must hold whole groups of "
+                          f"group_size {group}")
+
+
+@check
+def schedules(spec: Spec) -> Iterator[Finding]:
+    for i, stage in enumerate(spec.stages):
+        warmup = stage.optimizer.schedule.warmup_steps
+        if warmup >= stage.steps:
+            yield Finding(("stages", i, "optimizer", "schedule", "warmup_steps"),
+                          f"warm-up of {warmup} steps does not end within the stage's {stage.steps} steps")
+        ema = stage.train.ema
+        if ema is not None and ema.every > stage.steps:
+            yield Finding(("stages", i, "train", "ema", "every"), f"the EMA would never update in {stage.steps} steps",
+                          "warning")
+        samples = stage.train.samples
+        if samples.cfg_scale not in (0.0, 1.0) and stage.train.cfg_dropout == 0 and spec.model.kind != "mlp":
+            yield Finding(("stages", i, "train", "cfg_dropout"), f"samples use cfg_scale {samples.cfg_scale} but the "
+                          "model never sees an empty condition (cfg_dropout 0): guidance will extrapolate garbage",
+                          "warning")
+
+
+@check
+def slurm_limits(spec: Spec) -> Iterator[Finding]:
+    for i, stage in enumerate(spec.stages):
+        ex = stage.executor
+        if ex.kind != "slurm":
+            continue
+        path = ("stages", i, "executor")
+        limit_s = ex.timeout_min * 60
+        if ex.signal_delay_s >= limit_s:
+            yield Finding((*path, "signal_delay_s"), f"the checkpoint signal ({ex.signal_delay_s} s before the end) "
+                          f"would come before the job starts (time limit {ex.timeout_min} min)")
+        minutes = stage.train.checkpoint.every_minutes
+        if minutes is not None and minutes * 60 >= limit_s - ex.signal_delay_s:
+            yield Finding(("stages", i, "train", "checkpoint", "every_minutes"), f"a checkpoint every {minutes} min "
+                          f"never lands inside the {ex.timeout_min} min time limit; the signal-time checkpoint is the only one")
+
+
+@check
+def prompt_templates(spec: Spec) -> Iterator[Finding]:
+    for i, stage in enumerate(spec.stages):
+        enhancer = stage.prompt_enhancer
+        if enhancer is None or enhancer.kind != "template":
+            continue
+        import jinja2  # only specs with templates pay for it
+
+        try:
+            jinja2.Environment(undefined=jinja2.StrictUndefined).parse(enhancer.template)
+        except jinja2.TemplateSyntaxError as exc:
+            yield Finding(("stages", i, "prompt_enhancer", "template"), f"jinja2 template: {exc.message} (line {exc.lineno})")

@@ -1,0 +1,165 @@
+"""Semantic checks of the model against the data, the curriculum, LoRA, REPA, shift and rewards."""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+from ..schemas import Spec
+from ..schemas.lora_targets import leaf_names, target_matches
+from ..schemas.rewards import is_differentiable
+from .checks import Finding, check
+from .errors import did_you_mean
+
+IMAGE_CHANNELS = 3
+
+
+def latent_factor(spec: Spec) -> int:
+    latent = spec.model.latent
+    return latent.factor() if latent.kind == "vae" else 1
+
+
+def latent_channels(spec: Spec) -> int:
+    latent = spec.model.latent
+    if latent.kind == "vae":
+        return latent.channels()
+    return 2 if spec.data.source.kind == "toy2d" else IMAGE_CHANNELS
+
+
+def bucket_sides(resolution: int, ratio: float, multiple: int) -> tuple[int, int]:
+    """(height, width) of the bucket with area ~ resolution^2 and h/w ~ ratio, sides rounded to `multiple`."""
+    height = max(multiple, round(resolution * math.sqrt(ratio) / multiple) * multiple)
+    width = max(multiple, round(resolution / math.sqrt(ratio) / multiple) * multiple)
+    return height, width
+
+
+@check
+def model_matches_data(spec: Spec) -> Iterator[Finding]:
+    model = spec.model
+    for i, stage in enumerate(spec.stages):
+        toy = stage.data.source.kind == "toy2d"
+        if toy != (model.kind == "mlp"):
+            want = "the mlp family" if toy else "an image family (dit, mmdit, flux, unet, pixart)"
+            yield Finding(("stages", i, "data", "source", "kind"),
+                          f"{stage.data.source.kind} data needs {want}, but model.kind is {model.kind}")
+            return
+    channels, expected = latent_channels(spec), model.latent_channels_expected()
+    if channels != expected:
+        key = "in_dim" if model.kind == "mlp" else "in_channels"
+        yield Finding(("model", "latent"), f"the latent space has {channels} channels but the {model.kind} model "
+                      f"expects {expected} (model.config.{key}{' = 4 x channels for flux' if model.kind == 'flux' else ''})")
+    if model.kind == "dit" and model.conditioning == "text" and model.text_encoder is None:
+        yield Finding(("model", "text_encoder"), "text conditioning needs a text_encoder")
+
+
+@check
+def text_encoder_widths(spec: Spec) -> Iterator[Finding]:
+    encoder = spec.model.text_encoder
+    if encoder is None:
+        return
+    width = getattr(encoder, "width", None)
+    if encoder.kind not in ("builtin", "minilm") or width is None:
+        return  # local CLIP/T5 folders are read at plan time
+    for expected, key in zip(spec.model.text_widths(), spec.model.text_width_keys()):
+        if expected is not None and key is not None and expected != width:
+            yield Finding(("model", "text_encoder"), f"{encoder.kind} text encoder gives {width}-d states but the "
+                          f"model expects {expected} (set model.config.{key}: {width}"
+                          f"{' + 6 x addition_time_embed_dim' if key.startswith('projection') else ''})")
+
+
+@check
+def resolutions(spec: Spec) -> Iterator[Finding]:
+    if spec.model.kind == "mlp":
+        return
+    factor, patch = latent_factor(spec), spec.model.patch_factor()
+    multiple = factor * patch
+    config = spec.model.resolved_config()
+    for i, stage in enumerate(spec.stages):
+        phases = stage.data.curriculum
+        for j, phase in enumerate(phases):
+            path = ("stages", i, "data", "curriculum", j)
+            if j == 0 and phase.at_step != 0:
+                yield Finding((*path, "at_step"), "the first curriculum phase must start at step 0")
+            if j and phase.at_step <= phases[j - 1].at_step:
+                yield Finding((*path, "at_step"), f"phase starts must increase (previous starts at {phases[j - 1].at_step})")
+            if phase.at_step >= stage.steps:
+                yield Finding((*path, "at_step"), f"starts at step {phase.at_step}, after the stage's last step ({stage.steps})")
+            if phase.resolution % multiple:
+                yield Finding((*path, "resolution"), f"{phase.resolution} px is not a multiple of {multiple} "
+                              f"(VAE factor {factor} x {spec.model.kind} patch {patch})")
+                continue
+            longest = max(max(bucket_sides(phase.resolution, r, multiple)) for r in phase.aspect_ratios)
+            max_pos = config.get("pos_embed_max_size")
+            if spec.model.kind == "mmdit" and max_pos and longest // multiple > max_pos:
+                yield Finding((*path, "resolution"), f"the longest bucket side ({longest} px) is {longest // multiple} "
+                              f"patches, more than pos_embed_max_size {max_pos}: raise model.config.pos_embed_max_size")
+
+
+@check
+def lora_targets(spec: Spec) -> Iterator[Finding]:
+    for i, stage in enumerate(spec.stages):
+        if stage.lora is None or stage.lora.targets == "all-linear":
+            continue
+        for j, target in enumerate(stage.lora.targets):
+            if not target_matches(spec.model.kind, target):
+                leaves = leaf_names(spec.model.kind)
+                yield Finding(("stages", i, "lora", "targets", j), f"no {spec.model.kind} module matches '{target}'"
+                              f"{did_you_mean(target, leaves)} (e.g. {', '.join(leaves[:8])})")
+
+
+@check
+def repa(spec: Spec) -> Iterator[Finding]:
+    for i, stage in enumerate(spec.stages):
+        for j, extra in enumerate(getattr(stage, "aux_losses", ())):
+            path = ("stages", i, "aux_losses", j)
+            if spec.model.kind in ("unet", "mlp"):
+                yield Finding((*path, "kind"), f"REPA aligns transformer blocks; the {spec.model.kind} family has none")
+            elif extra.depth >= spec.model.depth():
+                yield Finding((*path, "depth"), f"depth {extra.depth} is not below the model depth {spec.model.depth()}"
+                              " (REPA aligns an early block, about 1/4 to 1/3 of the depth)")
+
+
+@check
+def shifts(spec: Spec) -> Iterator[Finding]:
+    for i, stage in enumerate(spec.stages):
+        shift = stage.timesteps.shift
+        path = ("stages", i, "timesteps", "shift")
+        if spec.model.kind == "mlp":
+            if shift.kind in ("resolution", "dynamic"):
+                yield Finding((*path, "kind"), f"a {shift.kind} shift needs images; 2-D data has no resolution")
+            continue
+        resolutions = sorted({p.resolution for p in stage.data.curriculum})
+        if shift.kind == "fixed" and len(resolutions) > 1:
+            yield Finding((*path, "kind"), f"one fixed alpha across resolutions {resolutions}: a `resolution` shift "
+                          "recomputes alpha = sqrt(pixels / base pixels) at each phase", "warning")
+        if shift.kind == "dynamic":
+            cell = latent_factor(spec) * 2  # Flux counts tokens after 2x2 packing
+            for res in resolutions:
+                tokens = (res // cell) ** 2
+                if not shift.base_seq_len <= tokens <= shift.max_seq_len:
+                    yield Finding((*path, "base_seq_len"), f"{res} px gives {tokens} tokens, outside "
+                                  f"[{shift.base_seq_len}, {shift.max_seq_len}]: mu is extrapolated", "warning")
+
+
+@check
+def rewards(spec: Spec) -> Iterator[Finding]:
+    for i, stage in enumerate(spec.stages):
+        if stage.kind == "reward_feedback" and not is_differentiable(stage.reward):
+            yield Finding(("stages", i, "reward", "kind"), f"ReFL back-propagates through the reward, but "
+                          f"{stage.reward.kind} is not differentiable (use flow_grpo, or a differentiable reward)")
+        needs_images = ("shapes_checker", "shapes_color")
+        reward = getattr(stage, "reward", None)
+        if reward is not None and reward.kind in needs_images and stage.data.source.kind != "shapes":
+            yield Finding(("stages", i, "reward", "kind"), f"{reward.kind} scores against shapes captions; "
+                          f"this stage's data is {stage.data.source.kind}")
+        if stage.kind == "dreambooth" and stage.instance_data.kind == "toy2d":
+            yield Finding(("stages", i, "instance_data", "kind"), "DreamBooth subjects are images")
+        if stage.kind == "dreambooth" and stage.prior and stage.identifier in stage.prior.class_prompt.split():
+            yield Finding(("stages", i, "prior", "class_prompt"), f"the class prompt contains the identifier "
+                          f"'{stage.identifier}': prior images would learn the subject", "warning")
+        if stage.kind == "flow_grpo" and int(stage.timestep_fraction * stage.sampling_steps) < 1:
+            yield Finding(("stages", i, "timestep_fraction"), "trains on no step: raise timestep_fraction or sampling_steps")
+        if stage.kind == "consistency_distill" and stage.skip * stage.num_timesteps > 1000:
+            yield Finding(("stages", i, "skip"), f"skip {stage.skip} x num_timesteps {stage.num_timesteps} exceeds the "
+                          "1000-step grid")
+        if stage.kind == "progressive_distill" and stage.steps < stage.rounds:
+            yield Finding(("stages", i, "steps"), f"{stage.steps} steps cannot cover {stage.rounds} rounds")

@@ -1,0 +1,118 @@
+"""The compiler: an ordered list of named passes from a spec file to a Plan.
+
+load -> migrate -> profile -> overrides -> inherit -> validate -> check -> lower -> cache
+
+`compile_spec(..., on_pass=fn)` calls fn(name, state) after each pass (`flowspec plan --dump-after`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from .. import __version__
+from ..schemas import SCHEMA_VERSION
+from ..schemas.stages import INHERITED_BLOCKS
+from . import checks_model  # noqa: F401  (registers its checks)
+from .checks import run_checks
+from .errors import Issue, Location, SpecError
+from .locate import dotted, locate
+from .lower import cache_status, lower
+from .overrides import apply, inherit, parse_set, profile_overrides
+from .plan import Plan
+from .yamlpos import PosDict, load_file
+
+# Older spec versions are upgraded one step at a time: {version: function(tree) -> tree of version + 1}.
+MIGRATIONS: dict[int, Callable[[PosDict], PosDict]] = {}
+PASS_NAMES = ("load", "migrate", "profile", "overrides", "inherit", "validate", "check", "lower", "cache")
+
+
+@dataclass
+class State:
+    path: str
+    profile: str | None
+    sets: tuple[str, ...]
+    tree: PosDict | None = None
+    spec: Any = None
+    warnings: list[Issue] = field(default_factory=list)
+    plan: Plan | None = None
+
+    @property
+    def top(self) -> Location:
+        return Location(self.path, 1, 1)
+
+
+def _load(s: State) -> None:
+    s.tree = load_file(s.path)
+
+
+def _migrate(s: State) -> None:
+    version = s.tree.get("flowspec")
+    if not isinstance(version, int) or isinstance(version, bool):
+        return  # validation reports a missing or malformed version key with its position
+    if version > SCHEMA_VERSION:
+        raise SpecError([Issue(locate(s.tree, ("flowspec",), s.top), "flowspec", f"spec version {version} is newer "
+                               f"than this flowspec reads ({SCHEMA_VERSION}): upgrade flowspec")])
+    while version < SCHEMA_VERSION and version in MIGRATIONS:
+        s.tree = MIGRATIONS[version](s.tree)
+        version += 1
+
+
+def _profile(s: State) -> None:
+    if s.profile:
+        for override in profile_overrides(s.tree, s.profile, locate(s.tree, ("profiles",), s.top)):
+            apply(s.tree, override)
+
+
+def _overrides(s: State) -> None:
+    for text in s.sets:
+        apply(s.tree, parse_set(text))
+
+
+def _inherit(s: State) -> None:
+    inherit(s.tree, INHERITED_BLOCKS)
+
+
+def _validate(s: State) -> None:
+    from .validate import validate  # pydantic models are built on first use
+
+    s.spec = validate(s.tree, s.top)
+
+
+def _check(s: State) -> None:
+    issues = [Issue(locate(s.tree, f.path, s.top), dotted(s.tree, f.path), f.message, f.severity)
+              for f in run_checks(s.spec)]
+    errors = [i for i in issues if i.severity == "error"]
+    if errors:
+        raise SpecError(issues)
+    s.warnings = issues
+
+
+def _lower(s: State) -> None:
+    stages = lower(s.spec, s.tree, s.top)
+    s.plan = Plan(name=s.spec.name, source=s.path, profile=s.profile, overrides=s.sets, version=__version__,
+                  spec=s.spec, stages=stages, warnings=tuple(s.warnings))
+
+
+def _cache(s: State) -> None:
+    import dataclasses
+
+    for stage in s.plan.stages:
+        s.plan = s.plan.replace_stage(dataclasses.replace(stage, cache=cache_status(stage.run_dir)))
+
+
+PASSES: tuple[tuple[str, Callable[[State], None]], ...] = (
+    ("load", _load), ("migrate", _migrate), ("profile", _profile), ("overrides", _overrides),
+    ("inherit", _inherit), ("validate", _validate), ("check", _check), ("lower", _lower), ("cache", _cache),
+)
+assert tuple(name for name, _ in PASSES) == PASS_NAMES
+
+
+def compile_spec(path: str, profile: str | None = None, sets: Sequence[str] = (),
+                 on_pass: Callable[[str, State], None] | None = None) -> Plan:
+    """Compile a spec file into a Plan; user errors raise SpecError with every issue found."""
+    state = State(path=str(path), profile=profile, sets=tuple(sets))
+    for name, run in PASSES:
+        run(state)
+        if on_pass is not None:
+            on_pass(name, state)
+    return state.plan

@@ -1,0 +1,94 @@
+"""The compiled plan: ordered stages, each a list of operator nodes, with hashes and estimates."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..schemas import Spec
+from .errors import Issue
+
+
+@dataclass(frozen=True)
+class OpNode:
+    """One runtime operator: `op` names its class in the runtime registry; `loc` is the spec line it came from."""
+
+    op: str
+    params: dict[str, Any]
+    loc: str
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a stage costs on the declared hardware (filled by `flowspec plan`, which may import torch)."""
+
+    params_total: int
+    params_trainable: int
+    train_flops: float
+    memory_gib: float  # per device, peak
+    gpu_hours: float
+    accelerator: str
+    devices: int
+    step_seconds: float
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    name: str
+    kind: str
+    from_: str | None
+    upstream: dict[str, str]  # field -> stage name
+    steps: int
+    seed: int
+    hash: str
+    run_dir: str
+    loc: str
+    ops: tuple[OpNode, ...]
+    cache: str = "miss"  # hit: finished artifact; resume: checkpoints exist; miss
+    estimate: Estimate | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    source: str
+    profile: str | None
+    overrides: tuple[str, ...]
+    version: str
+    spec: Spec
+    stages: tuple[StagePlan, ...]
+    warnings: tuple[Issue, ...] = field(default=())
+
+    def stage(self, name: str) -> StagePlan:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    def replace_stage(self, new: StagePlan) -> "Plan":
+        stages = tuple(new if s.name == new.name else s for s in self.stages)
+        return dataclasses.replace(self, stages=stages)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "name": self.name, "source": self.source, "profile": self.profile, "overrides": list(self.overrides),
+            "flowspec_version": self.version,
+            "stages": [_stage_json(s) for s in self.stages],
+            "warnings": [str(w) for w in self.warnings],
+            "spec": self.spec.model_dump(mode="json", by_alias=True),
+        }
+        json.dumps(out)  # internal invariant: the plan is JSON-serialisable
+        return out
+
+    def as_text(self) -> str:
+        from .render import render_plan
+
+        return render_plan(self)
+
+
+def _stage_json(stage: StagePlan) -> dict[str, Any]:
+    out = dataclasses.asdict(stage)
+    out["from"] = out.pop("from_")
+    return out

@@ -1,0 +1,49 @@
+"""The text table `flowspec plan` prints."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .plan import Plan
+
+COLUMNS = ("stage", "kind", "from", "steps", "params", "trainable", "train FLOPs", "mem/dev", "GPU-h", "cache")
+
+
+def si(value: float, unit: str = "") -> str:
+    for threshold, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= threshold:
+            return f"{value / threshold:.3g}{suffix}{unit}"
+    return f"{value:.3g}{unit}"
+
+
+def count(value: int) -> str:
+    for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if value >= threshold:
+            return f"{value / threshold:.3g}{suffix} ({value:,})"
+    return f"{value:,}"
+
+
+def render_plan(plan: "Plan") -> str:
+    rows = []
+    for s in plan.stages:
+        e = s.estimate
+        rows.append((s.name, s.kind, s.from_ or "-", f"{s.steps:,}",
+                     count(e.params_total) if e else "-", count(e.params_trainable) if e else "-",
+                     f"{e.train_flops:.3g}" if e else "-", f"{e.memory_gib:.1f} GiB" if e else "-",
+                     f"{e.gpu_hours:,.2f}" if e else "-", s.cache))
+    widths = [max(len(c), *(len(r[k]) for r in rows)) for k, c in enumerate(COLUMNS)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+    title = f"plan {plan.name}" + (f" (profile {plan.profile})" if plan.profile else "") + f"  [{plan.source}]"
+    out = [title, line(COLUMNS), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    estimates = [s.estimate for s in plan.stages if s.estimate]
+    if estimates:
+        total = sum(e.gpu_hours for e in estimates)
+        hw = {f"{e.devices} x {e.accelerator}" for e in estimates}
+        out.append(f"total: {total:,.2f} GPU-hours on {', '.join(sorted(hw))}")
+    for s in plan.stages:
+        out.append(f"{s.name}: {s.run_dir}  hash {s.hash[:12]}  seed {s.seed}")
+        out.append("    " + " -> ".join(op.op for op in s.ops))
+        for note in (s.estimate.notes if s.estimate else ()):
+            out.append(f"    note: {note}")
+    out += [str(w) for w in plan.warnings]
+    return "\n".join(out)

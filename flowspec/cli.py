@@ -1,0 +1,136 @@
+"""The `flowspec` command line. User errors print `file:line:col: key: message` and exit 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+USER_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowspec", description="Validate, plan and run flowspec specs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def spec_args(p, many=False):
+        p.add_argument("spec", nargs="+" if many else None, help="spec file(s)")
+        p.add_argument("--profile", help="apply this named profile of the spec")
+        p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a key, e.g. --set stages.pretrain.steps=100 (repeatable)")
+
+    p = sub.add_parser("validate", help="check specs (and every profile) without importing torch")
+    spec_args(p, many=True)
+    p = sub.add_parser("plan", help="print the compiled plan with parameter counts and cost estimates")
+    spec_args(p)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--no-estimate", action="store_true", help="skip parameter counts and estimates (no torch)")
+    p.add_argument("--dump-after", metavar="PASS", help="print the intermediate form after this compiler pass and stop")
+    p = sub.add_parser("schema", help="print the JSON Schema of the spec language")
+    p.add_argument("--out", help="write it to this file instead")
+    p = sub.add_parser("run", help="run the plan's stages")
+    spec_args(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .compiler import SpecError
+
+    try:
+        return COMMANDS[args.command](args)
+    except SpecError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        errors = sum(i.severity == "error" for i in exc.issues)
+        print(f"flowspec {args.command}: {errors} error{'s' if errors != 1 else ''}", file=sys.stderr)
+        return USER_ERROR
+
+
+def cmd_validate(args) -> int:
+    from .compiler import SpecError, compile_spec
+    from .compiler.yamlpos import load_file
+
+    failed = 0
+    for path in args.spec:
+        profiles = [args.profile] if args.profile else [None, *(load_file(path).get("profiles") or {})]
+        for profile in profiles:
+            label = path + (f" --profile {profile}" if profile else "")
+            try:
+                plan = compile_spec(path, profile, args.sets)
+            except SpecError as exc:
+                failed += 1
+                for issue in exc.issues:
+                    print(issue, file=sys.stderr)
+                print(f"FAIL {label}", file=sys.stderr)
+                continue
+            for warning in plan.warnings:
+                print(warning, file=sys.stderr)
+            count = len(plan.stages)
+            print(f"ok   {label} ({count} stage{'s' if count != 1 else ''}: {', '.join(s.name for s in plan.stages)})")
+    return USER_ERROR if failed else 0
+
+
+def cmd_plan(args) -> int:
+    from .compiler import PASS_NAMES, compile_spec
+
+    if args.dump_after:
+        if args.dump_after not in PASS_NAMES:
+            print(f"--dump-after: unknown pass '{args.dump_after}' (passes: {', '.join(PASS_NAMES)})", file=sys.stderr)
+            return USER_ERROR
+        compile_spec(args.spec, args.profile, args.sets, on_pass=_dumper(args.dump_after))
+        return 0
+    plan = compile_spec(args.spec, args.profile, args.sets)
+    if not args.no_estimate:
+        from .runtime.estimate import estimate_plan
+
+        plan = estimate_plan(plan)
+    print(json.dumps(plan.to_json(), indent=2) if args.json else plan.as_text())
+    return 0
+
+
+def _dumper(target: str):
+    def on_pass(name, state):
+        if name != target:
+            return
+        from .compiler.yamlpos import to_plain
+
+        if state.plan is not None:
+            form = state.plan.to_json()
+        elif state.spec is not None:
+            form = {"spec": state.spec.model_dump(mode="json", by_alias=True),
+                    "warnings": [str(w) for w in state.warnings]}
+        else:
+            form = to_plain(state.tree)
+        print(json.dumps(form, indent=2, default=str))
+        raise SystemExit(0)
+
+    return on_pass
+
+
+def cmd_schema(args) -> int:
+    from .schemas.export import schema_text
+
+    text = schema_text()
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .compiler import compile_spec
+
+    plan = compile_spec(args.spec, args.profile, args.sets)
+    from .runtime.executors import run_plan
+
+    return run_plan(plan)
+
+
+COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "run": cmd_run}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Parameter counts, training FLOPs, peak memory and GPU-hours of each stage, before any weight exists.
+
+Everything is measured on the meta device: the exact model is built without memory, one forward
+runs under torch's FlopCounterMode, and the tensors autograd saves for the backward are summed to
+give the activation memory per sample.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..compiler.plan import Estimate, Plan, StagePlan
+from ..schemas.hardware import ACCELERATORS
+from .models.build import build_denoiser, build_vae, example_inputs
+
+GIB = 2**30
+ADAM_BYTES = 8  # two fp32 moments per trainable parameter
+TEXT_TOKENS = {"builtin": 32, "minilm": 64, "clip": 77, "t5": 128}
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardCost:
+    flops: float  # one forward, one sample
+    saved_bytes: float  # activations kept for the backward, one sample, fp32
+
+
+class _Measured:
+    """The model built once per plan, and its forward cost per resolution (shared by all stages)."""
+
+    def __init__(self, model_spec):
+        self.model_spec = model_spec
+        self.model = build_denoiser(model_spec, device="meta")
+        self.total = count_params(self.model)
+        self.factor = model_spec.latent.factor() if model_spec.latent.kind == "vae" else 1
+        self._costs: dict[int, ForwardCost] = {}
+
+    def cost(self, resolution: int) -> ForwardCost:
+        if self.model_spec.kind == "mlp":
+            resolution = 1
+        if resolution not in self._costs:
+            self._costs[resolution] = forward_cost(self.model, self.model_spec, resolution, self.factor)
+        return self._costs[resolution]
+
+
+def estimate_plan(plan: Plan) -> Plan:
+    measured = _Measured(plan.spec.model)
+    for stage_plan in plan.stages:
+        estimate = estimate_stage(plan, stage_plan, measured)
+        plan = plan.replace_stage(dataclasses.replace(stage_plan, estimate=estimate))
+    return plan
+
+
+def count_params(module: torch.nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def lora_params(model: torch.nn.Module, lora) -> int:
+    """Adapter parameters peft would add, counted by injecting the adapter into the meta model."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(r=lora.rank, lora_alpha=lora.resolved_alpha(), lora_dropout=lora.dropout,
+                        target_modules=lora.targets)
+    adapted = inject_adapter_in_model(config, model)
+    return sum(p.numel() for name, p in adapted.named_parameters() if "lora_" in name)
+
+
+def forward_cost(model: torch.nn.Module, model_spec, resolution: int, factor: int) -> ForwardCost:
+    side = max(resolution // factor, 1)
+    text_tokens = TEXT_TOKENS.get(getattr(model_spec.text_encoder, "kind", None), 0)
+    text_tokens = getattr(model_spec.text_encoder, "max_tokens", text_tokens)
+    inputs = example_inputs(model_spec, 1, side, side, text_tokens, device="meta")
+    params = {id(p) for p in model.parameters()}
+    saved = [0]
+
+    def pack(tensor):
+        base = tensor._base if tensor._base is not None else tensor
+        if id(base) not in params and id(tensor) not in params:
+            saved[0] += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with FlopCounterMode(display=False) as counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        if model_spec.kind == "mlp":
+            model(inputs["x"], inputs["t"])
+        else:
+            model(**inputs)
+    return ForwardCost(float(counter.get_total_flops()), float(saved[0]))
+
+
+def estimate_stage(plan: Plan, stage_plan: StagePlan, measured: _Measured | None = None) -> Estimate:
+    spec = plan.spec
+    measured = measured or _Measured(spec.model)
+    stage = next(s for s in spec.stages if s.name == stage_plan.name)
+    total = measured.total
+    # peft mutates the model it adapts, so LoRA is counted on a fresh meta build.
+    trainable = lora_params(build_denoiser(spec.model, device="meta"), stage.lora) if stage.lora else total
+    notes: list[str] = []
+    flops = 0.0
+    phases = stage.data.curriculum
+    for j, phase in enumerate(phases):
+        end = phases[j + 1].at_step if j + 1 < len(phases) else stage.steps
+        per_sample = measured.cost(phase.resolution).flops * forward_passes(stage)
+        flops += max(end - phase.at_step, 0) * stage.train.global_batch * per_sample
+    flops += one_off_flops(stage, measured.cost(phases[0].resolution).flops)
+    executor, devices = stage.executor, stage.executor.num_devices()
+    accel = ACCELERATORS[executor.gpu]
+    saved = max(measured.cost(p.resolution).saved_bytes for p in phases)
+    memory = peak_memory(stage, spec.model, total, trainable, saved, devices, notes)
+    if memory > accel.memory_gib:
+        notes.append(f"estimated {memory:.1f} GiB per device exceeds the {accel.memory_gib:.0f} GiB of a {executor.gpu}: "
+                     "lower train.micro_batch, enable model.gradient_checkpointing, or use lora")
+    seconds = flops / (accel.peak_tflops * 1e12 * executor.mfu) / devices
+    step_seconds = seconds / stage.steps
+    _check_time_limit(stage, step_seconds, notes)
+    vae = build_vae(spec.model.latent, device="meta")
+    if vae is not None:
+        notes.append(f"frozen VAE: {count_params(vae):,} parameters")
+    return Estimate(params_total=total, params_trainable=trainable, train_flops=flops, memory_gib=memory,
+                    gpu_hours=seconds * devices / 3600, accelerator=executor.gpu, devices=devices,
+                    step_seconds=step_seconds, notes=tuple(notes))
+
+
+def forward_passes(stage) -> float:
+    """Forward-pass equivalents per sample of one optimizer step (backward = 2 forwards)."""
+    train = 3.0
+    kind = stage.kind
+    if kind == "diffusion_dpo":
+        return 2 * train + 2  # winner and loser through the policy, both through the frozen reference
+    if kind == "reward_feedback":
+        return (stage.sampling_steps - 1) + train + train * (stage.pretrain_loss_weight > 0)
+    if kind == "flow_grpo":
+        trained = int(stage.timestep_fraction * stage.sampling_steps)
+        cfg = 2 if stage.cfg_scale not in (0.0, 1.0) else 1
+        return cfg * (stage.sampling_steps + trained * train + trained * (stage.kl_beta > 0))
+    if kind == "progressive_distill":
+        return 2 + train
+    if kind == "consistency_distill":
+        return 2 + 1 + train  # guided teacher step (cond + uncond), target network, student
+    if kind == "adversarial_distill":
+        return train + 1
+    return train
+
+
+def one_off_flops(stage, forward_flops: float) -> float:
+    """Work done once per stage: generated pairs, prior images."""
+    if stage.kind == "reflow":
+        cfg = 2 if stage.cfg_scale not in (0.0, 1.0) else 1
+        return stage.num_pairs * stage.teacher_steps * cfg * forward_flops
+    if stage.kind == "dreambooth" and stage.prior is not None:
+        return stage.prior.num_images * stage.prior.sampling_steps * 2 * forward_flops
+    if stage.kind == "diffusion_dpo" and stage.pairs.kind == "generated":
+        return 2 * stage.pairs.num_pairs * stage.pairs.sampling_steps * 2 * forward_flops
+    return 0.0
+
+
+def peak_memory(stage, model_spec, total: int, trainable: int, saved_bytes: float, devices: int, notes) -> float:
+    train = stage.train
+    micro = train.micro_batch or train.global_batch // devices
+    bf16 = train.precision == "bf16" or (train.precision == "auto" and stage.executor.gpu != "cpu")
+    activations = saved_bytes * micro * (0.5 if bf16 else 1.0)
+    if model_spec.gradient_checkpointing:
+        activations /= max(model_spec.depth(), 1)
+    states = 4 * total + (4 + ADAM_BYTES) * trainable + (4 * trainable if train.ema else 0)
+    # A teacher or reference that is the starting point costs no copy under LoRA: disabling the adapter recovers it.
+    readers = [f for f in ("teacher", "reference") if f in type(stage).model_fields]
+    if stage.kind == "flow_grpo":
+        readers.append("reference")
+    frozen_copies = sum(1 for f in readers
+                        if stage.lora is None or (getattr(stage, f, None) or stage.from_) != stage.from_)
+    states += frozen_copies * (2 if bf16 else 4) * total
+    if frozen_copies:
+        notes.append(f"memory includes {frozen_copies} frozen copy of the model (teacher/reference)")
+    return (states + activations) * 1.1 / GIB  # 10% for the allocator and workspace
+
+
+def _check_time_limit(stage, step_seconds: float, notes) -> None:
+    executor = stage.executor
+    if executor.kind != "slurm":
+        return
+    interval = stage.train.checkpoint.every * step_seconds
+    usable = executor.timeout_min * 60 - executor.signal_delay_s
+    if interval > usable:
+        notes.append(f"a checkpoint every {stage.train.checkpoint.every} steps is ~{interval / 60:.0f} min, longer than "
+                     f"the {executor.timeout_min} min time limit: only the signal-time checkpoint will save work")

@@ -1,0 +1,36 @@
+"""A velocity MLP for 2-D toy data: v(x_t, t[, class]) with a sinusoidal time embedding."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of t in [0, 1] (scaled by 1000 so low frequencies still vary across [0, 1])."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = 1000.0 * t.float()[:, None] * freqs[None]
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+class VelocityMLP(nn.Module):
+    def __init__(self, in_dim: int = 2, hidden_dim: int = 64, num_layers: int = 3, time_embed_dim: int = 32,
+                 num_classes: int = 0):
+        super().__init__()
+        self.config = dict(in_dim=in_dim, hidden_dim=hidden_dim, num_layers=num_layers,
+                           time_embed_dim=time_embed_dim, num_classes=num_classes)
+        self.time_embed_dim = time_embed_dim
+        self.class_embed = nn.Embedding(num_classes + 1, time_embed_dim) if num_classes else None
+        layers: list[nn.Module] = [nn.Linear(in_dim + time_embed_dim, hidden_dim), nn.SiLU()]
+        for _ in range(num_layers - 1):
+            layers += [nn.Linear(hidden_dim, hidden_dim), nn.SiLU()]
+        layers.append(nn.Linear(hidden_dim, in_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        emb = timestep_embedding(t, self.time_embed_dim).to(x.dtype)
+        if self.class_embed is not None and class_labels is not None:
+            emb = emb + self.class_embed(class_labels)
+        return self.net(torch.cat([x, emb], dim=-1))

@@ -1,0 +1,111 @@
+"""`data:` where images and captions come from, and the curriculum over the stage's steps."""
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .base import Block, tagged
+
+MAX_COMPLEXITY = 5
+
+
+# ----------------------------------------------------------------------------- toy 2-D targets
+class GaussianMixture(Block):
+    kind: Literal["gaussian_mixture"] = Field("gaussian_mixture", description="Isotropic Gaussian components (closed-form oracles exist).")
+    means: list[tuple[float, float]] = Field(description="Component means, one [x, y] each.", min_length=1)
+    stds: list[float] = Field(description="Component standard deviations, one per mean.", min_length=1)
+    weights: list[float] | None = Field(None, description="Mixture weights (normalised); omitted: equal.")
+
+    @model_validator(mode="after")
+    def _same_lengths(self):
+        if len(self.stds) != len(self.means):
+            raise ValueError(f"stds has {len(self.stds)} entries but means has {len(self.means)}")
+        if self.weights is not None and len(self.weights) != len(self.means):
+            raise ValueError(f"weights has {len(self.weights)} entries but means has {len(self.means)}")
+        if any(s < 0 for s in self.stds) or any(w <= 0 for w in self.weights or []):
+            raise ValueError("stds must be >= 0 and weights > 0")
+        return self
+
+
+class Checkerboard(Block):
+    kind: Literal["checkerboard"] = Field("checkerboard", description="Uniform on the dark squares of a checkerboard.")
+    squares: int = Field(4, ge=2, description="Squares per side.")
+    extent: float = Field(4.0, gt=0, description="Side length of the board, centred on the origin.")
+
+
+class Rings(Block):
+    kind: Literal["rings"] = Field("rings", description="Concentric rings with radial Gaussian noise.")
+    num_rings: int = Field(3, ge=1, description="How many rings.")
+    radius: float = Field(1.0, gt=0, description="Radius of the innermost ring; ring k has radius k*radius.")
+    noise: float = Field(0.05, ge=0, description="Radial noise std.")
+
+
+class Moons(Block):
+    kind: Literal["moons"] = Field("moons", description="Two interleaved half circles.")
+    noise: float = Field(0.05, ge=0, description="Gaussian noise std.")
+
+
+Toy2DDistribution = tagged(GaussianMixture, Checkerboard, Rings, Moons)
+
+
+# ------------------------------------------------------------------------------------- sources
+class Shapes(Block):
+    kind: Literal["shapes"] = Field("shapes", description="Embedded procedural captioned images of coloured shapes (any size and aspect).")
+    num_images: int = Field(10000, gt=0, description="Images per epoch (each is generated from its index and the seed).")
+    background: Literal["white", "black", "noise"] = Field("white", description="Background of every image.")
+
+
+class Toy2D(Block):
+    kind: Literal["toy2d"] = Field("toy2d", description="Embedded 2-D point distributions for fast algorithm checks.")
+    distribution: Toy2DDistribution = Field(description="Which 2-D distribution.")
+    num_samples: int = Field(100_000, gt=0, description="Points per epoch.")
+
+
+class ImageFolder(Block):
+    kind: Literal["imagefolder"] = Field("imagefolder", description="A local folder of images with captions.")
+    path: str = Field(description="The folder.")
+    captions: Literal["auto", "sidecar", "metadata"] = Field(
+        "auto", description="sidecar: NAME.txt beside each image; metadata: metadata.jsonl with file_name and text; "
+        "auto: metadata.jsonl if present, else sidecars.")
+
+
+class WebDataset(Block):
+    kind: Literal["webdataset"] = Field("webdataset", description="Tar shards in the webdataset layout, streamed.")
+    urls: str = Field(description="Shard paths, brace patterns allowed (e.g. /data/shards-{0000..0099}.tar).")
+    image_key: str = Field("jpg;png;jpeg;webp", description="Extensions tried for the image, ';'-separated.")
+    caption_key: str = Field("txt", description="Extension of the caption member.")
+    num_samples: int | None = Field(None, gt=0, description="Samples in all shards (for epoch and bucket counts).")
+
+
+Source = tagged(Shapes, Toy2D, ImageFolder, WebDataset)
+
+
+# ---------------------------------------------------------------------------------- curriculum
+class Phase(Block):
+    at_step: int = Field(0, ge=0, description="Stage step at which this phase starts (the first phase starts at 0).")
+    resolution: int = Field(64, gt=0, description="Side of the square whose area every bucket keeps (pixels).")
+    aspect_ratios: list[float] = Field(
+        default_factory=lambda: [1.0], min_length=1,
+        description="Bucket aspect ratios (height / width); images go to the nearest in log ratio.")
+    complexity: tuple[int, int] = Field(
+        (1, 3), description=f"Caption complexity band [lowest, highest], levels 1..{MAX_COMPLEXITY}.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        lo, hi = self.complexity
+        if not 1 <= lo <= hi <= MAX_COMPLEXITY:
+            raise ValueError(f"complexity must satisfy 1 <= lowest <= highest <= {MAX_COMPLEXITY}, got [{lo}, {hi}]")
+        if any(r <= 0 for r in self.aspect_ratios):
+            raise ValueError("aspect ratios must be > 0")
+        return self
+
+
+class Loader(Block):
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    prefetch_factor: int = Field(2, gt=0, description="Batches each worker prepares ahead.")
+
+
+class Data(Block):
+    source: Source = Field(description="Where samples come from.")
+    curriculum: list[Phase] = Field(default_factory=lambda: [{}], validate_default=True, min_length=1,
+                                    description="Phases over the stage's steps: resolution, aspect buckets, complexity.")
+    loader: Loader = Field(default_factory=dict, validate_default=True, description="Data loading workers.")

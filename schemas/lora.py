@@ -1,0 +1,22 @@
+"""`lora:` low-rank adapters (peft) on any training stage."""
+from typing import Literal
+
+from pydantic import Field
+
+from .base import Block
+
+DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+class LoRA(Block):
+    rank: int = Field(4, gt=0, description="Adapter rank r.")
+    alpha: float | None = Field(None, gt=0, description="Scale numerator: the update is (alpha / r) B A x; omitted: alpha = r.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter branch input.")
+    targets: list[str] | Literal["all-linear"] = Field(
+        default_factory=lambda: list(DEFAULT_TARGETS),
+        description="Module names (suffix match, as peft) or 'all-linear'; checked against the model family.")
+    init: Literal["default", "gaussian"] = Field("default", description="peft init: B = 0 with Kaiming A, or Gaussian A.")
+    merge_on_export: bool = Field(False, description="Also export the full model with the adapter merged in.")
+
+    def resolved_alpha(self) -> float:
+        return float(self.alpha if self.alpha is not None else self.rank)

@@ -1,0 +1,45 @@
+"""`train:` batching, precision, EMA, checkpoints, samples and logging of a training stage."""
+from typing import Literal
+
+from pydantic import Field
+
+from .base import Block, Probability
+
+DEFAULT_PROMPTS = ("a red circle", "two blue squares", "a green triangle above a yellow circle", "a small purple star")
+
+
+class EMA(Block):
+    decay: float = Field(0.9999, gt=0, lt=1, description="EMA decay, applied as configured from the first update.")
+    warmup: bool = Field(False, description="Ramp the decay up as 1 - (1 + step)^(-2/3) (capped at decay) instead.")
+    every: int = Field(1, gt=0, description="Update the EMA every this many optimizer steps.")
+
+
+class Checkpoint(Block):
+    every: int = Field(500, gt=0, description="Write a checkpoint every this many optimizer steps (and at the end).")
+    every_minutes: float | None = Field(None, gt=0, description="Also write one when this many minutes have passed since the last.")
+    keep: int = Field(2, gt=0, description="How many recent checkpoints to keep.")
+
+
+class Samples(Block):
+    every: int = Field(500, gt=0, description="Write a sample grid every this many steps (and at the end).")
+    prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_PROMPTS), description="Fixed prompts of the grid.")
+    per_prompt: int = Field(2, gt=0, description="Images per prompt (fixed seeds).")
+    num_steps: int = Field(28, gt=0, description="Sampler steps.")
+    solver: Literal["euler", "heun"] = Field("euler", description="ODE solver on the shifted grid.")
+    cfg_scale: float = Field(4.0, ge=0, description="Classifier-free guidance scale (1 = none).")
+    seed: int = Field(0, description="Seed of the grid's initial noise.")
+
+
+class Train(Block):
+    global_batch: int = Field(32, gt=0, description="Samples per optimizer step across all devices and accumulation.")
+    micro_batch: int | None = Field(None, gt=0, description="Samples per device per forward; omitted: global_batch / devices.")
+    accumulation: int | None = Field(None, gt=0, description="Gradient accumulation steps; omitted: derived, "
+                                     "global_batch / (micro_batch x devices), which must be whole.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this; null: no clipping.")
+    ema: EMA | None = Field(None, description="Exponential moving average of the weights; null: none.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
+    compile: bool = Field(False, description="torch.compile the denoiser.")
+    cfg_dropout: Probability = Field(0.1, description="Probability of dropping the condition (for classifier-free guidance).")
+    checkpoint: Checkpoint = Field(default_factory=dict, validate_default=True, description="Checkpoint cadence.")
+    samples: Samples = Field(default_factory=dict, validate_default=True, description="Sample grids during and after training.")
+    log_every: int = Field(10, gt=0, description="Log metrics every this many steps.")
