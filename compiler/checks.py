@@ -48,7 +48,8 @@ def stage_graph(spec: Spec) -> Iterator[Finding]:
     names = [s.name for s in spec.stages]
     for i, stage in enumerate(spec.stages):
         if stage.name in names[:i]:
-            yield Finding(("stages", i, "name"), f"duplicate stage name '{stage.name}' (also stage {names.index(stage.name) + 1})")
+            yield Finding(("stages", i, "name"), f"duplicate stage name '{stage.name}' (also stages.{names.index(stage.name)})")
+            continue
         for field in UPSTREAM_FIELDS:
             ref = upstream_ref(stage, field)
             if ref is None or "/" in ref:

@@ -59,11 +59,14 @@ def text_encoder_widths(spec: Spec) -> Iterator[Finding]:
     width = getattr(encoder, "width", None)
     if encoder.kind not in ("builtin", "minilm") or width is None:
         return  # local CLIP/T5 folders are read at plan time
-    for expected, key in zip(spec.model.text_widths(), spec.model.text_width_keys()):
-        if expected is not None and key is not None and expected != width:
-            yield Finding(("model", "text_encoder"), f"{encoder.kind} text encoder gives {width}-d states but the "
-                          f"model expects {expected} (set model.config.{key}: {width}"
-                          f"{' + 6 x addition_time_embed_dim' if key.startswith('projection') else ''})")
+    wrong = [(key, expected) for expected, key in zip(spec.model.text_widths(), spec.model.text_width_keys())
+             if expected is not None and key is not None and expected != width]
+    if wrong:
+        fixes = ", ".join(f"model.config.{key}: {width}" + (" + 6 x addition_time_embed_dim" if key.startswith("projection") else "")
+                          for key, _ in wrong)
+        expects = " and ".join(f"{key} = {expected}" for key, expected in wrong)
+        yield Finding(("model", "text_encoder"), f"{encoder.kind} text encoder gives {width}-d states but the model "
+                      f"has {expects} (set {fixes})")
 
 
 @check
@@ -84,8 +87,9 @@ def resolutions(spec: Spec) -> Iterator[Finding]:
             if phase.at_step >= stage.steps:
                 yield Finding((*path, "at_step"), f"starts at step {phase.at_step}, after the stage's last step ({stage.steps})")
             if phase.resolution % multiple:
-                yield Finding((*path, "resolution"), f"{phase.resolution} px is not a multiple of {multiple} "
-                              f"(VAE factor {factor} x {spec.model.kind} patch {patch})")
+                why = f"VAE factor {factor} x {spec.model.kind} patch {patch}" if spec.model.latent.kind == "vae" \
+                    else f"pixel space, {spec.model.kind} patch {patch}"
+                yield Finding((*path, "resolution"), f"{phase.resolution} px is not a multiple of {multiple} ({why})")
                 continue
             longest = max(max(bucket_sides(phase.resolution, r, multiple)) for r in phase.aspect_ratios)
             max_pos = config.get("pos_embed_max_size")

@@ -19,6 +19,7 @@ from .locate import dotted, locate
 from .lower import cache_status, lower
 from .overrides import apply, inherit, parse_set, profile_overrides
 from .plan import Plan
+from .validate import position
 from .yamlpos import PosDict, load_file
 
 # Older spec versions are upgraded one step at a time: {version: function(tree) -> tree of version + 1}.
@@ -73,7 +74,7 @@ def _inherit(s: State) -> None:
 
 
 def _validate(s: State) -> None:
-    from .validate import validate  # pydantic models are built on first use
+    from .validate import validate
 
     s.spec = validate(s.tree, s.top)
 
@@ -81,6 +82,7 @@ def _validate(s: State) -> None:
 def _check(s: State) -> None:
     issues = [Issue(locate(s.tree, f.path, s.top), dotted(s.tree, f.path), f.message, f.severity)
               for f in run_checks(s.spec)]
+    issues.sort(key=position)
     errors = [i for i in issues if i.severity == "error"]
     if errors:
         raise SpecError(issues)

@@ -68,7 +68,9 @@ def dotted(tree: PosDict, loc: Sequence[Any]) -> str:
         elif isinstance(node, PosList) and isinstance(segment, int) and 0 <= segment < len(node):
             item = node[segment]
             name = item.get("name") if isinstance(item, dict) else None
-            parts.append(name if isinstance(name, str) and name else str(segment))
+            names = [other.get("name") for other in node if isinstance(other, dict)]
+            unique = isinstance(name, str) and name and names.count(name) == 1
+            parts.append(name if unique else str(segment))
             node = item
         else:
             parts.append(str(segment))

@@ -19,7 +19,13 @@ def validate(tree: PosDict, fallback: Location) -> Spec:
         return Spec.model_validate(tree)
     except ValidationError as exc:
         issues = _dedupe([_issue(error, tree, fallback) for error in exc.errors()])
-        raise SpecError(issues) from None
+        raise SpecError(sorted(issues, key=position)) from None
+
+
+def position(issue: Issue) -> tuple:
+    """Errors print in file order; command-line overrides (no line) after the file."""
+    loc = issue.loc
+    return (loc.line is None, loc.file, loc.line or 0, loc.col or 0)
 
 
 def _dedupe(issues: list[Issue]) -> list[Issue]:

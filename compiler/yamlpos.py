@@ -76,15 +76,24 @@ def load_text(text: str, file: str) -> Any:
     try:
         raw = yaml.load(io.StringIO(text))
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
-        problem = " ".join(p for p in (exc.context, exc.problem) if p) or str(exc)
-        raise SpecError([Issue(where, "", f"YAML syntax: {problem}")]) from None
+        raise SpecError([_syntax_issue(exc, file)]) from None
     issues: list[Issue] = []
     tree = _convert(raw, file, Location(file, 1, 1), issues)
     if issues:
         raise SpecError(issues)
     return tree
+
+
+def _syntax_issue(exc: MarkedYAMLError, file: str) -> Issue:
+    mark = exc.problem_mark or exc.context_mark
+    where = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
+    message = exc.problem or exc.context or str(exc)
+    if exc.problem and exc.context:
+        context = exc.context
+        if exc.context_mark is not None and exc.context_mark is not mark:
+            context += f" that starts at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1}"
+        message += f" ({context})"
+    return Issue(where, "", f"YAML syntax: {message}")
 
 
 def _loc(file: str, lc) -> Location:

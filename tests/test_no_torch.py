@@ -1,0 +1,27 @@
+"""`flowspec validate` (and `plan --no-estimate`) never import torch: they run on login nodes and in CI."""
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "diffusers", "transformers", "peft", "wandb", "submitit")
+PROGRAM = """
+import sys
+from flowspec.cli import main
+code = main({args!r})
+heavy = [m for m in {heavy!r} if m in sys.modules]
+print("HEAVY=" + ",".join(heavy))
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("args", [
+    ["validate", "specs/sdxl_like.yaml", "specs/sd3_like.yaml", "specs/quickstart.yaml", "specs/toy2d.yaml"],
+    ["plan", "specs/sdxl_like.yaml", "--no-estimate", "--json"],
+    ["validate", "tests/golden/many_errors.yaml"],
+])
+def test_no_heavy_imports(args, root):
+    proc = subprocess.run([sys.executable, "-c", PROGRAM.format(args=args, heavy=HEAVY)], cwd=root,
+                          capture_output=True, text=True)
+    assert "HEAVY=\n" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode in (0, 2)
