@@ -74,7 +74,7 @@ def test_inherited_error_is_reported_once_at_the_root_line(tmp_path):
     with pytest.raises(SpecError) as info:
         compile_spec(str(spec))
     assert [str(i) for i in info.value.issues] == [
-        f"{spec}:4:63: data.source.distribution.noise: input should be greater than or equal to 0"]
+        f"{spec}:4:65: data.source.distribution.noise: input should be greater than or equal to 0"]
 
 
 def test_stage_override_error_points_at_the_stage_line(tmp_path):
