@@ -25,7 +25,7 @@ def validate(tree: PosDict, fallback: Location) -> Spec:
 def position(issue: Issue) -> tuple:
     """Errors print in file order; command-line overrides (no line) after the file."""
     loc = issue.loc
-    return (loc.line is None, loc.file, loc.line or 0, loc.col or 0)
+    return (loc.line is None, loc.file if loc.line is not None else "", loc.line or 0, loc.col or 0)
 
 
 def _dedupe(issues: list[Issue]) -> list[Issue]:

@@ -66,11 +66,11 @@ def lora_params(model: torch.nn.Module, lora) -> int:
     return sum(p.numel() for name, p in adapted.named_parameters() if "lora_" in name)
 
 
-def forward_cost(model: torch.nn.Module, model_spec, resolution: int, factor: int) -> ForwardCost:
+def forward_cost(model: torch.nn.Module, model_spec, resolution: int, factor: int, device: str = "meta") -> ForwardCost:
     side = max(resolution // factor, 1)
     text_tokens = TEXT_TOKENS.get(getattr(model_spec.text_encoder, "kind", None), 0)
     text_tokens = getattr(model_spec.text_encoder, "max_tokens", text_tokens)
-    inputs = example_inputs(model_spec, 1, side, side, text_tokens, device="meta")
+    inputs = example_inputs(model_spec, 1, side, side, text_tokens, device=device)
     params = {id(p) for p in model.parameters()}
     saved = [0]
 

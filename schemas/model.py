@@ -1,7 +1,7 @@
 """`model:` the denoiser family, its size, how it starts, its text encoder and its latent space."""
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, create_model
+from pydantic import Field, create_model, model_serializer
 
 from .base import Block, tagged
 from .presets import CONFIG_KEYS, FAMILY_CLASSES, MODEL_PRESETS, VAE_PRESETS, vae_factor
@@ -71,11 +71,32 @@ Latent = tagged(PixelSpace, VAE, default="vae")
 
 
 # ------------------------------------------------------------------------------------- families
+class ConfigOverrides(Block):
+    """Overrides of constructor keywords: only the keys written count, so they dump as written."""
+
+    @model_serializer(mode="wrap")
+    def _only_written(self, handler):
+        return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
+
+
+# Keys the compiler reasons about get real types; the rest are passed to diffusers as written.
+_Size = Annotated[int, Field(gt=0)]
+_KEY_TYPES: dict[str, Any] = {
+    **dict.fromkeys(("in_channels", "num_layers", "num_single_layers", "patch_size", "sample_size",
+                     "pos_embed_max_size", "joint_attention_dim", "pooled_projection_dim", "caption_projection_dim",
+                     "num_attention_heads", "addition_time_embed_dim", "projection_class_embeddings_input_dim",
+                     "in_dim", "hidden_dim", "time_embed_dim"), _Size),
+    "out_channels": _Size | None, "caption_channels": _Size | None, "num_classes": Annotated[int, Field(ge=0)],
+    "cross_attention_dim": _Size | tuple[_Size, ...], "attention_head_dim": _Size | tuple[_Size, ...],
+    "block_out_channels": tuple[_Size, ...], "down_block_types": tuple[str, ...], "up_block_types": tuple[str, ...],
+}
+
+
 def _config_model(family: str):
     """A closed model of the diffusers constructor keywords, so a misspelled override is an error."""
-    fields = {key: (Any, Field(None, description=f"Override of {FAMILY_CLASSES[family]}(`{key}`=...)."))
+    fields = {key: (_KEY_TYPES.get(key, Any), Field(None, description=f"Override of {FAMILY_CLASSES[family]}(`{key}`=...)."))
               for key in sorted(CONFIG_KEYS[family])}
-    return create_model(f"{family.capitalize()}Config", __base__=Block, **fields)
+    return create_model(f"{family.capitalize()}Config", __base__=ConfigOverrides, **fields)
 
 
 _CONFIG_MODELS = {family: _config_model(family) for family in CONFIG_KEYS}

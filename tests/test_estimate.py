@@ -1,0 +1,98 @@
+"""`flowspec plan` estimates: exact parameter counts, FLOPs against closed forms, memory and hours."""
+import dataclasses
+
+import pytest
+from torch import nn
+
+from flowspec.compiler import compile_spec
+from flowspec.runtime.estimate import ACCELERATORS, estimate_plan, forward_cost, lora_params
+from flowspec.runtime.models.build import build_denoiser
+from flowspec.schemas.lora import LoRA
+
+from .test_presets import model_spec
+
+# Published parameter counts of the models the presets are shaped after.
+PUBLISHED = [("unet", "sdxl", 2_567_463_684), ("mmdit", "sd3_medium", 2_028_328_000), ("flux", "dev", 11_901_408_320)]
+
+
+@pytest.mark.parametrize("family,preset,count", PUBLISHED)
+def test_large_presets_have_the_published_parameter_counts(family, preset, count):
+    model = build_denoiser(model_spec(family, preset), device="meta")
+    assert sum(p.numel() for p in model.parameters()) == count
+
+
+@pytest.mark.parametrize("family", ["dit", "mmdit", "flux", "unet", "pixart"])
+def test_lora_count_matches_peft_on_a_real_model_and_the_closed_form(family):
+    lora = LoRA(rank=3, targets=["to_q", "to_v"])
+    counted = lora_params(build_denoiser(model_spec(family), device="meta"), lora)
+    from peft import LoraConfig, inject_adapter_in_model
+
+    real = inject_adapter_in_model(LoraConfig(r=3, lora_alpha=3, target_modules=["to_q", "to_v"]),
+                                   build_denoiser(model_spec(family)))
+    assert counted == sum(p.numel() for p in real.parameters() if p.requires_grad and "lora_" in str(p.shape) or False) \
+        or counted == sum(p.numel() for n, p in real.named_parameters() if "lora_" in n)
+    closed = sum(3 * (m.in_features + m.out_features) for n, m in build_denoiser(model_spec(family)).named_modules()
+                 if isinstance(m, nn.Linear) and n.split(".")[-1] in ("to_q", "to_v"))
+    assert counted == closed > 0
+
+
+def test_mlp_forward_flops_are_twice_the_matmul_sizes():
+    spec = model_spec("mlp", "small")
+    model = build_denoiser(spec, device="meta")
+    expected = sum(2 * m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+    assert forward_cost(model, spec, 1, 1).flops == expected
+
+
+@pytest.mark.parametrize("family", ["dit", "mmdit", "unet"])
+def test_meta_measurement_equals_a_real_forward(family):
+    """FLOPs and saved activations measured without memory equal those of a real CPU forward.
+
+    The real forward uses the math attention backend: that is what runs on the meta device, and
+    FlopCounterMode has no formula for the CPU flash kernel (it would count attention as 0)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    spec = model_spec(family)
+    meta = forward_cost(build_denoiser(spec, device="meta"), spec, 16, 2)
+    with sdpa_kernel(SDPBackend.MATH):
+        real = forward_cost(build_denoiser(spec), spec, 16, 2, device="cpu")
+    assert meta == real
+    bigger = forward_cost(build_denoiser(spec, device="meta"), spec, 32, 2)
+    assert bigger.flops > meta.flops and bigger.saved_bytes > meta.saved_bytes
+
+
+def test_plan_estimates_follow_their_formulas(root):
+    plan = estimate_plan(compile_spec(str(root / "specs/sdxl_like.yaml")))
+    pretrain = plan.stage("pretrain").estimate
+    accel = ACCELERATORS["h100"]
+    assert pretrain.devices == 32 and pretrain.params_total == 2_567_463_684
+    seconds = pretrain.train_flops / (accel.peak_tflops * 1e12 * plan.spec.executor.mfu)
+    assert pretrain.gpu_hours == pytest.approx(seconds / 3600)
+    assert pretrain.step_seconds == pytest.approx(seconds / 32 / 200_000)
+    lora = plan.stage("subject_lora").estimate
+    assert 0 < lora.params_trainable < lora.params_total / 50
+    assert lora.memory_gib < pretrain.memory_gib
+
+
+def test_memory_grows_with_micro_batch_and_shrinks_with_checkpointing(root):
+    spec = str(root / "specs/sd3_like.yaml")
+    mem = lambda *sets: estimate_plan(compile_spec(spec, None, sets)).stage("pretrain").estimate.memory_gib
+    base = mem("model.gradient_checkpointing=false")
+    assert mem("model.gradient_checkpointing=false", "train.micro_batch=16") > base
+    assert mem("model.gradient_checkpointing=true") < base
+    notes = estimate_plan(compile_spec(spec, None, ["model.gradient_checkpointing=false"])).stage("pretrain").estimate.notes
+    assert any("exceeds the 80 GiB of a h100" in n for n in notes)
+
+
+def test_checkpoint_interval_longer_than_the_time_limit_is_noted(root):
+    plan = estimate_plan(compile_spec(str(root / "specs/sdxl_like.yaml"), None,
+                                      ["executor.timeout_min=30", "train.checkpoint.every=100000"]))
+    assert any("longer than the 30 min time limit" in n for n in plan.stage("pretrain").estimate.notes)
+
+
+def test_plan_text_shows_every_column(root):
+    plan = estimate_plan(compile_spec(str(root / "specs/quickstart.yaml")))
+    text = plan.as_text()
+    for column in ("stage", "kind", "from", "steps", "params", "trainable", "train FLOPs", "mem/dev", "GPU-h", "cache"):
+        assert column in text
+    assert "pretrain" in text and "2,288,432" in text
+    assert dataclasses.asdict(plan.stage("pretrain").estimate)["params_total"] == 2_288_432
