@@ -5,12 +5,11 @@ replaces it); anything else replaces. Lists of named items (stages) are addresse
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import Issue, Location, SpecError, did_you_mean, one_of
-from .yamlpos import PosDict, PosList, load_text, positioned
+from .yamlpos import PosDict, PosList, clone, load_text, positioned
 
 
 @dataclass(frozen=True)
@@ -90,10 +89,10 @@ def _list_index(node: PosList, segment: str, override: Override, where: str) -> 
 def merge(base: Any, over: Any) -> Any:
     """`over` merged into a copy of `base`: mappings key by key, everything else replaced."""
     if not isinstance(base, PosDict) or not isinstance(over, PosDict):
-        return copy.deepcopy(over)
+        return clone(over)
     if "kind" in over and base.get("kind") != over["kind"]:
-        return copy.deepcopy(over)
-    out = copy.deepcopy(base)
+        return clone(over)
+    out = clone(base)
     for key, value in over.items():
         out.put(key, merge(out.get(key), value), over.key_pos.get(key), over.val_pos.get(key))
     return out
@@ -112,7 +111,7 @@ def inherit(tree: PosDict, blocks: tuple[str, ...]) -> None:
             continue
         for block in blocks:
             root = tree.get(block)
-            root_copy = copy.deepcopy(root) if isinstance(root, PosDict) else PosDict(loc=tree.loc)
+            root_copy = clone(root) if isinstance(root, PosDict) else PosDict(loc=tree.loc)
             own = stage.get(block)
             merged = merge(root_copy, own) if isinstance(own, PosDict) else root_copy
             if own is not None and not isinstance(own, PosDict):

@@ -47,6 +47,23 @@ class PosList(list):
         self.item_pos.append(item_loc)
 
 
+def clone(node: Any) -> Any:
+    """A copy of a positioned tree: containers are new, scalars and Locations (immutable) shared."""
+    if isinstance(node, PosDict):
+        out = PosDict(loc=node.loc)
+        for key, value in node.items():
+            out[key] = clone(value)
+        out.key_pos, out.val_pos = dict(node.key_pos), dict(node.val_pos)
+        return out
+    if isinstance(node, PosList):
+        out = PosList([clone(item) for item in node], loc=node.loc)
+        out.item_pos = list(node.item_pos)
+        return out
+    if isinstance(node, (dict, list)):
+        return copy.deepcopy(node)
+    return node
+
+
 def load_file(path: str) -> PosDict:
     """Parse a spec file into a positioned tree; syntax, duplicate-key and tag errors raise SpecError.
 
@@ -64,7 +81,7 @@ def load_file(path: str) -> PosDict:
             raise SpecError([Issue(Location(path, 1, 1), "", "a spec must be a mapping of keys to values")])
         _PARSED.clear()
         _PARSED[key] = tree
-    return copy.deepcopy(_PARSED[key])
+    return clone(_PARSED[key])
 
 
 _PARSED: dict[tuple[str, str], PosDict] = {}
