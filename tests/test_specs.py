@@ -60,3 +60,12 @@ def test_plan_json_has_stage_names_kinds_hashes_and_estimates(root):
     assert all(len(s["hash"]) == 64 for s in plan["stages"])
     estimate = plan["stages"][0]["estimate"]
     assert estimate["params_total"] > 0 and estimate["train_flops"] > 0 and estimate["gpu_hours"] > 0
+
+
+EXAMPLES = sorted((SPECS[0].parent.parent / "examples").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("spec", EXAMPLES, ids=lambda p: p.parent.name)
+def test_example_specs_compile(spec):
+    assert spec.read_text().startswith("# yaml-language-server: $schema=")
+    assert compile_spec(str(spec)).stages
