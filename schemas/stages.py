@@ -52,14 +52,18 @@ class Repa(Block):
     projector_dim: int = Field(2048, gt=0, description="Hidden width of the 3-layer MLP projector.")
 
 
+# Extra loss terms, a union tagged by kind (REPA for now).
+AuxLoss = tagged(Repa)
+
+
 class Pretrain(StageBase):
     kind: Literal["pretrain"] = Field("pretrain", description="Flow-matching pre-training.")
-    aux_losses: list[Repa] = Field(default_factory=list, description="Extra loss terms (REPA).")
+    aux_losses: list[AuxLoss] = Field(default_factory=list, description="Extra loss terms (REPA).")
 
 
 class Finetune(StageBase):
     kind: Literal["finetune"] = Field("finetune", description="Continued training or supervised fine-tuning on a curated subset.")
-    aux_losses: list[Repa] = Field(default_factory=list, description="Extra loss terms (REPA).")
+    aux_losses: list[AuxLoss] = Field(default_factory=list, description="Extra loss terms (REPA).")
 
 
 class Prior(Block):
