@@ -1,0 +1,1 @@
+"""Built-in evaluation: the shapes checker, distribution distances for 2-D data."""

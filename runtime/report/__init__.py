@@ -1,0 +1,1 @@
+"""What the user sees: plots and sample grids (PIL only)."""
