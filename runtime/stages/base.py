@@ -1,0 +1,140 @@
+"""What every training stage does around its objective: identity and drift check, model set-up,
+the loop's configuration, sample grids, evaluation, export and the finished marker."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ...compiler import Issue, Location, SpecError
+from ...compiler.lower import DONE_MARKER, HASH_EXCLUDED
+from ...compiler.plan import Plan, StagePlan
+from ..models.bundle import ModelBundle, build_bundle, export_bundle, load_backbone, load_exported
+from ..train.checkpoint import (capture_rng, latest_checkpoint, read_identity, restore_rng, spec_differences,
+                                write_identity)
+from ..train.loop import LoopConfig, LoopHooks, Trainer
+
+
+class StageRunner:
+    kinds: tuple[str, ...] = ()
+
+    def __init__(self, plan: Plan, stage_plan: StagePlan, device: torch.device, fresh: bool = False):
+        self.plan, self.stage_plan, self.device, self.fresh = plan, stage_plan, device, fresh
+        self.spec = plan.spec
+        self.stage = next(s for s in plan.spec.stages if s.name == stage_plan.name)
+        self.run_dir = Path(stage_plan.run_dir)
+        self.label = stage_plan.name
+
+    # ---------------------------------------------------------------------------- identity
+    def identity(self) -> dict:
+        """The resolved configuration that determines this stage's weights (its hash covers the same)."""
+        stage = self.stage.model_dump(mode="json", by_alias=True, exclude=HASH_EXCLUDED)
+        return {"hash": self.stage_plan.hash, "seed": self.stage_plan.seed,
+                "model": self.spec.model.model_dump(mode="json", by_alias=True), "stage": stage,
+                "upstream": {f: self.plan.stage(n).hash for f, n in self.stage_plan.upstream.items()}}
+
+    def check_drift(self) -> None:
+        """Refuse to silently abandon an unfinished run of this stage whose spec has since changed."""
+        if self.fresh:
+            return
+        mine = self.identity()
+        for other in sorted(self.run_dir.parent.glob(f"{self.stage.name}-*")):
+            if other == self.run_dir or (other / DONE_MARKER).exists() or latest_checkpoint(other) is None:
+                continue
+            theirs = read_identity(other)
+            if theirs is None:
+                continue
+            changed = spec_differences(theirs, mine)
+            step = int(latest_checkpoint(other).stem.split("-")[1])
+            raise SpecError([Issue(Location(self.plan.source), f"stages.{self.stage.name}",
+                                   f"an unfinished run of this stage ({other}, checkpoint at step {step}) was made "
+                                   f"with a different spec: {'; '.join(changed) or 'flowspec version'}. Resuming "
+                                   "it would mix two configurations: restore those keys to resume it, or pass "
+                                   "--fresh to start a new run (its checkpoints are kept)")])
+
+    # ------------------------------------------------------------------------------- model
+    def build(self) -> ModelBundle:
+        bundle = build_bundle(self.spec.model, self.stage_plan.seed, self.device)
+        start = self.stage.from_
+        if start is None:
+            return bundle
+        if "/" in start:
+            path = Path(start)
+            if (path / "denoiser").is_dir():
+                load_exported(bundle, path)
+            else:
+                load_backbone(bundle.denoiser.net, self.spec.model, path)
+            return bundle
+        upstream = Path(self.plan.stage(start).run_dir)
+        if not (upstream / DONE_MARKER).exists():
+            raise RuntimeError(f"stage '{self.stage.name}' starts from '{start}', which has not finished ({upstream})")
+        load_exported(bundle, upstream / "model")
+        return bundle
+
+    def loop_config(self, accumulation: int) -> LoopConfig:
+        train = self.stage.train
+        return LoopConfig(steps=self.stage.steps, accumulation=accumulation, seed=self.stage_plan.seed,
+                          run_dir=self.run_dir, label=self.label, device=self.device, precision=train.precision,
+                          log_every=train.log_every, checkpoint_every=train.checkpoint.every,
+                          checkpoint_minutes=train.checkpoint.every_minutes, checkpoint_keep=train.checkpoint.keep,
+                          samples_every=train.samples.every, max_grad_norm=train.max_grad_norm)
+
+    # --------------------------------------------------------------------------------- run
+    def run(self) -> None:
+        self.check_drift()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_identity(self.run_dir, self.identity())
+        started = time.time()
+        self.bundle = self.build()
+        objective, accumulation = self.objective()
+        hooks = LoopHooks(on_samples=self._isolated(self.sample_grid))
+        self.trainer = Trainer(self.loop_config(accumulation), self.bundle.trainable_modules(), objective,
+                               self.stage.train, self.stage.optimizer, hooks)
+        if self.stage.train.compile:
+            self.bundle.denoiser.net.compile()
+        self.trainer.run()
+        with self.weights_for_export():
+            export_bundle(self.bundle, self.run_dir / "model")
+            results = self._isolated(self.evaluate)()
+        self.finish(results or {}, time.time() - started)
+
+    def weights_for_export(self):
+        import contextlib
+
+        ema = self.trainer.ema
+        return ema.swapped_in() if ema is not None else contextlib.nullcontext()
+
+    def _isolated(self, fn):
+        """Run `fn` without disturbing any RNG the training loop depends on (exact resume)."""
+        def wrapped(*args):
+            state = capture_rng()
+            try:
+                return fn(*args)
+            finally:
+                restore_rng(state)
+        return wrapped
+
+    def finish(self, results: dict, seconds: float) -> None:
+        summary = {"stage": self.stage.name, "kind": self.stage.kind, "hash": self.stage_plan.hash,
+                   "steps": self.stage.steps, "seconds": round(seconds, 1), **results}
+        (self.run_dir / "results.json").write_text(json.dumps(summary, indent=2))
+        resolved = {"model": self.spec.model.model_dump(mode="json", by_alias=True),
+                    "stage": self.stage.model_dump(mode="json", by_alias=True)}
+        (self.run_dir / "resolved.json").write_text(json.dumps(resolved, indent=2))
+        self.report(summary)
+        (self.run_dir / DONE_MARKER).write_text(json.dumps(summary, indent=2))
+
+    # hooks for subclasses
+    def objective(self):
+        raise NotImplementedError
+
+    def sample_grid(self, step: int) -> None:
+        pass
+
+    def evaluate(self) -> dict:
+        return {}
+
+    def report(self, summary: dict) -> None:
+        pass

@@ -1,0 +1,90 @@
+"""Pre-training and fine-tuning: the flow-matching objective on the stage's data and curriculum."""
+from __future__ import annotations
+
+import torch
+
+from ..core import LinearPath, TimestepDistribution, condition_dropout_mask, flow_matching_loss
+from ..data.stream import BatchStream
+from ..models.conditioning import make_condition
+from ..sampling import SampleRequest, generate, latent_multiple
+from .base import StageRunner
+from .evaluation import evaluate_shapes, evaluate_toy2d, loss_plot, write_report
+
+
+class FlowMatchingObjective:
+    """L = E_t,eps [ w(t) |v(x_t, t, c) - (eps - x0)|^2 ], the condition dropped with probability cfg_dropout."""
+
+    def __init__(self, bundle, stream: BatchStream, timesteps_block, cfg_dropout: float, device):
+        self.bundle, self.stream, self.device = bundle, stream, device
+        self.timesteps = TimestepDistribution.from_spec(timesteps_block)
+        self.cfg_dropout = cfg_dropout
+        self.path = LinearPath()
+        self.multiple = latent_multiple(bundle) if bundle.denoiser.spec.kind != "mlp" else 1
+
+    def __call__(self, step: int, micro: int, generator: torch.Generator):
+        batch = self.stream.batch(step, micro)
+        x0 = self.bundle.codec.encode(batch.x.to(self.device), generator)
+        n = x0.shape[0]
+        eps = torch.randn(x0.shape, generator=generator).to(self.device)
+        seq_len = max(batch.height // self.multiple, 1) * max(batch.width // self.multiple, 1)
+        draw = self.timesteps.draw(n, generator, batch.height, batch.width, seq_len)
+        t, weight = draw.t.to(self.device), draw.weight.to(self.device)
+        sample = self.path.sample(x0, eps, t)
+        drop = condition_dropout_mask(n, self.cfg_dropout, generator)
+        size = (batch.height, batch.width) if batch.height else None
+        cond = make_condition(self.bundle, batch.captions, batch.class_labels, size, drop)
+        v = self.bundle.denoiser.velocity(sample.x_t, t, cond)
+        loss = flow_matching_loss(v.float(), sample.velocity.float(), weight)
+        return loss, {"phase": batch.phase, "resolution": batch.height}
+
+
+class FlowMatchingStage(StageRunner):
+    kinds = ("pretrain", "finetune")
+
+    def objective(self):
+        train, devices = self.stage.train, self.stage.executor.num_devices()
+        micro = train.micro_batch or train.global_batch // devices
+        accumulation = train.global_batch // (micro * devices)
+        multiple = latent_multiple(self.bundle) if self.spec.model.kind != "mlp" else 1
+        self.stream = BatchStream(self.stage.data, self.stage_plan.seed, micro, accumulation, multiple)
+        objective = FlowMatchingObjective(self.bundle, self.stream, self.stage.timesteps, train.cfg_dropout, self.device)
+        return objective, accumulation
+
+    @property
+    def toy(self) -> bool:
+        return self.spec.model.kind == "mlp"
+
+    def request(self, prompts, per_prompt: int, seed: int) -> SampleRequest:
+        samples, phase = self.stage.train.samples, self.stage.data.curriculum[-1]
+        labels = None
+        if self.spec.model.kind == "dit" and self.spec.model.conditioning == "class":
+            labels = tuple(range(len(prompts)))
+        return SampleRequest(prompts=tuple(prompts), per_prompt=per_prompt, seed=seed, num_steps=samples.num_steps,
+                             solver=samples.solver, cfg_scale=samples.cfg_scale, resolution=phase.resolution,
+                             class_labels=labels)
+
+    def sample_grid(self, step: int) -> None:
+        from ..report.plots import image_grid, scatter_plot
+
+        samples = self.stage.train.samples
+        folder = self.run_dir / "samples"
+        folder.mkdir(exist_ok=True)
+        with self.weights_for_export():
+            out = generate(self.bundle, self.stage.timesteps, self.request(samples.prompts, samples.per_prompt, samples.seed))
+        if self.toy:
+            data = self.stream.toy.batch(10**9, len(out)).numpy()
+            scatter_plot({"data": data, "samples": out}, folder / f"step-{step:08d}.png", title=f"step {step}")
+            return
+        image_grid(list(out), rows=len(samples.prompts), cols=samples.per_prompt,
+                   path=folder / f"step-{step:08d}.png", row_labels=list(samples.prompts))
+
+    def evaluate(self) -> dict:
+        if self.toy:
+            return evaluate_toy2d(self)
+        if self.stage.data.source.kind == "shapes":
+            return evaluate_shapes(self)
+        return {}
+
+    def report(self, summary: dict) -> None:
+        loss_plot(self.run_dir)
+        write_report(self.run_dir, summary)

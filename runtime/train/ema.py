@@ -1,0 +1,60 @@
+"""Exponential moving average of the trainable weights, as configured: no hidden warm-up unless asked."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+class EMA:
+    """shadow <- d shadow + (1 - d) param every `every` steps, with d = decay, or with warm-up
+    d = min(decay, 1 - (1 + step)^(-2/3))."""
+
+    def __init__(self, modules: dict[str, nn.Module], decay: float, warmup: bool = False, every: int = 1):
+        self.modules, self.decay, self.warmup, self.every = modules, decay, warmup, every
+        self.shadow = {name: {k: p.detach().clone().float() for k, p in m.named_parameters() if p.requires_grad}
+                       for name, m in modules.items()}
+
+    def decay_at(self, step: int) -> float:
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, 1.0 - (1.0 + step) ** (-2.0 / 3.0))
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        """Call after optimizer step `step` (1-based)."""
+        if step % self.every:
+            return
+        d = self.decay_at(step)
+        for name, module in self.modules.items():
+            shadow = self.shadow[name]
+            for key, param in module.named_parameters():
+                if key in shadow:
+                    shadow[key].mul_(d).add_(param.detach().float(), alpha=1.0 - d)
+
+    @contextmanager
+    def swapped_in(self):
+        """Temporarily put the EMA weights into the modules (for samples and export)."""
+        saved = {name: {k: p.detach().clone() for k, p in m.named_parameters() if k in self.shadow[name]}
+                 for name, m in self.modules.items()}
+        self._copy(self.shadow)
+        try:
+            yield
+        finally:
+            self._copy(saved)
+
+    @torch.no_grad()
+    def _copy(self, source: dict[str, dict[str, torch.Tensor]]) -> None:
+        for name, module in self.modules.items():
+            for key, param in module.named_parameters():
+                if key in source[name]:
+                    param.copy_(source[name][key])
+
+    def state_dict(self) -> dict:
+        return {"shadow": self.shadow}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, tensors in state["shadow"].items():
+            for key, value in tensors.items():
+                self.shadow[name][key].copy_(value)

@@ -1,0 +1,151 @@
+"""The one training loop every training stage kind shares.
+
+A stage supplies an objective (micro-batch -> loss) and the modules it trains; the loop owns
+accumulation, clipping, the optimizer and schedule, EMA, mixed precision, checkpoints and exact
+resume, NaN detection, logging, the progress bar and the periodic sample grids.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+
+from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from .ema import EMA
+from .logs import MetricsLog, Progress
+from .optim import build_optimizer, build_scheduler
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient became NaN/inf; the last good checkpoint is left as it was."""
+
+
+class Objective(Protocol):
+    def __call__(self, step: int, micro: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]: ...
+
+
+@dataclass
+class LoopConfig:
+    steps: int
+    accumulation: int
+    seed: int
+    run_dir: Path
+    label: str
+    device: torch.device
+    precision: str = "auto"
+    log_every: int = 10
+    checkpoint_every: int = 500
+    checkpoint_minutes: float | None = None
+    checkpoint_keep: int = 2
+    samples_every: int = 500
+    max_grad_norm: float | None = 1.0
+
+
+@dataclass
+class LoopHooks:
+    on_log: list[Callable[[dict], None]] = field(default_factory=list)
+    on_samples: Callable[[int], None] | None = None  # called with the step; must not touch training RNG
+
+
+def autocast(config: LoopConfig):
+    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and config.device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(config.device.type, dtype=torch.bfloat16)
+
+
+class Trainer:
+    def __init__(self, config: LoopConfig, modules: dict[str, nn.Module], objective: Objective, train_spec,
+                 optimizer_spec, hooks: LoopHooks | None = None):
+        self.config, self.modules, self.objective = config, modules, objective
+        self.hooks = hooks or LoopHooks()
+        self.params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(optimizer_spec, self.params, config.device)
+        self.scheduler = build_scheduler(self.optimizer, optimizer_spec.schedule, config.steps)
+        ema = train_spec.ema
+        self.ema = EMA(modules, ema.decay, ema.warmup, ema.every) if ema is not None else None
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+
+    # ------------------------------------------------------------------------------- state
+    def state(self) -> dict:
+        return {"step": self.step, "modules": {n: m.state_dict() for n, m in self.modules.items()},
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema else None, "generator": self.generator.get_state(),
+                "rng": capture_rng()}
+
+    def restore(self) -> bool:
+        path = latest_checkpoint(self.config.run_dir)
+        if path is None:
+            return False
+        state = load_checkpoint(path, self.config.device)
+        for name, module in self.modules.items():
+            module.load_state_dict(state["modules"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.generator.set_state(state["generator"].cpu())
+        restore_rng(state["rng"])
+        self.step = state["step"]
+        return True
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.config.run_dir, self.step, self.state(), self.config.checkpoint_keep)
+
+    # ------------------------------------------------------------------------------- steps
+    def train_step(self) -> dict:
+        config = self.config
+        total, extra = 0.0, {}
+        for micro in range(config.accumulation):
+            with autocast(config):
+                loss, metrics = self.objective(self.step, micro, self.generator)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss is {loss.item()} at step {self.step + 1} (micro-batch {micro}); "
+                                       "the last checkpoint is kept. Lower optimizer.lr or check the data.")
+            (loss / config.accumulation).backward()
+            total += loss.item() / config.accumulation
+            extra = metrics
+        norm = nn.utils.clip_grad_norm_(self.params, config.max_grad_norm or float("inf"))
+        if not torch.isfinite(norm):
+            raise TrainingDiverged(f"gradient norm is {norm.item()} at step {self.step + 1}; the last checkpoint is kept.")
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        if self.ema is not None:
+            self.ema.update(self.step)
+        return {"loss": total, "grad_norm": float(norm), "lr": self.scheduler.get_last_lr()[0], **extra}
+
+    def run(self) -> None:
+        config = self.config
+        resumed = self.restore()
+        log = MetricsLog(config.run_dir, self.step)
+        progress = Progress(config.label, config.steps, self.step, config.log_every)
+        if resumed:
+            print(f"[{config.label}] resumed from step {self.step}", flush=True)
+        last_save = time.monotonic()
+        try:
+            while self.step < config.steps:
+                metrics = self.train_step()
+                done = self.step == config.steps
+                if self.step % config.log_every == 0 or done:
+                    record = {"step": self.step, **metrics, "it_per_s": progress.rate(self.step)}
+                    log.write(record)
+                    for hook in self.hooks.on_log:
+                        hook(record)
+                progress.update(self.step, metrics)
+                minutes = config.checkpoint_minutes
+                timed = minutes is not None and time.monotonic() - last_save > 60 * minutes
+                if self.step % config.checkpoint_every == 0 or done or timed:
+                    self.checkpoint()
+                    last_save = time.monotonic()
+                if self.hooks.on_samples and (self.step % config.samples_every == 0 or done):
+                    self.hooks.on_samples(self.step)
+        finally:
+            progress.close()
