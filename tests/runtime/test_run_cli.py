@@ -1,0 +1,76 @@
+"""`flowspec run` end to end on the toy spec: artifacts, cache skip, spec-drift refusal, NaN stop, `sample`."""
+import json
+
+import numpy as np
+import torch
+from diffusers.models.modeling_utils import ModelMixin
+
+from flowspec.runtime.models.mlp import VelocityMLP
+from flowspec.runtime.train.checkpoint import latest_checkpoint, load_checkpoint
+
+from .helpers import TOY, flowspec, kill_after_checkpoint, stage_dir, start, write_spec
+
+
+def test_run_writes_artifacts_and_skips_finished_stages(tmp_path):
+    write_spec(tmp_path, TOY)
+    first = flowspec("run", "spec.yaml", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    pretrain = stage_dir(tmp_path, "toy", "pretrain")
+    for name in ("DONE", "spec.json", "resolved.json", "metrics.jsonl", "loss.png", "eval.json", "eval_scatter.png",
+                 "report.md", "model/denoiser/config.json"):
+        assert (pretrain / name).exists(), name
+    assert list((pretrain / "samples").glob("step-*.png"))
+    # the exported folder loads with the diffusers class's from_pretrained
+    model = VelocityMLP.from_pretrained(str(pretrain / "model" / "denoiser"))
+    assert isinstance(model, ModelMixin)
+    evaluation = json.loads((pretrain / "eval.json").read_text())
+    assert evaluation["sliced_wasserstein"] > 0 and "data_floor" in evaluation
+
+    stamp = (pretrain / "DONE").stat().st_mtime_ns
+    second = flowspec("run", "spec.yaml", cwd=tmp_path)
+    assert second.returncode == 0
+    assert "[pretrain] cached" in second.stdout and "[finetune] cached" in second.stdout
+    assert (pretrain / "DONE").stat().st_mtime_ns == stamp
+    plan = json.loads(flowspec("plan", "spec.yaml", "--json", "--no-estimate", cwd=tmp_path).stdout)
+    assert [s["cache"] for s in plan["stages"]] == ["hit", "hit"]
+
+
+def test_changed_spec_is_refused_while_an_unfinished_run_exists(tmp_path):
+    write_spec(tmp_path, TOY)
+    proc = start("run", "spec.yaml", cwd=tmp_path)
+    kill_after_checkpoint(proc, "runs/toy/pretrain-*", tmp_path, 10)
+    plan = json.loads(flowspec("plan", "spec.yaml", "--json", "--no-estimate", cwd=tmp_path).stdout)
+    assert plan["stages"][0]["cache"] == "resume"
+    changed = flowspec("run", "spec.yaml", "--set", "optimizer.lr=0.001", "--set", "stages.pretrain.steps=70",
+                       cwd=tmp_path)
+    assert changed.returncode == 2 and "Traceback" not in changed.stderr
+    assert "stage.optimizer.lr (0.003 -> 0.001)" in changed.stderr and "stage.steps (60 -> 70)" in changed.stderr
+    assert "--fresh" in changed.stderr
+    fresh = flowspec("run", "spec.yaml", "--set", "optimizer.lr=0.001", "--fresh", cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+    assert len(list((tmp_path / "runs/toy").glob("pretrain-*"))) == 2  # the old run is kept
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
+    write_spec(tmp_path, TOY)
+    run = flowspec("run", "spec.yaml", "--set", "optimizer={kind: sgd, lr: 1.0e+30}", "--set",
+                   "train.max_grad_norm=null", "--set", "train.checkpoint.every=1", cwd=tmp_path)
+    assert run.returncode == 1
+    assert "stopped:" in run.stderr and "the last checkpoint is kept" in run.stderr and "Traceback" not in run.stderr
+    pretrain = stage_dir(tmp_path, "toy", "pretrain")
+    assert not (pretrain / "DONE").exists()
+    state = load_checkpoint(latest_checkpoint(pretrain))
+    assert all(torch.isfinite(v).all() for v in state["modules"]["denoiser"].values())
+
+
+def test_sample_command_writes_points_and_grids(tmp_path):
+    write_spec(tmp_path, TOY)
+    assert flowspec("run", "spec.yaml", cwd=tmp_path).returncode == 0
+    out = flowspec("sample", "runs/toy", "--n", "300", "--steps", "6", "--seed", "1", "--out", "s.npy", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    points = np.load(tmp_path / "s.npy")
+    assert points.shape == (300, 2) and np.isfinite(points).all()
+    again = flowspec("sample", "runs/toy", "--n", "300", "--steps", "6", "--seed", "1", "--out", "t.npy", cwd=tmp_path)
+    assert again.returncode == 0 and np.array_equal(points, np.load(tmp_path / "t.npy"))
+    missing = flowspec("sample", "runs/nothing", "--out", "x.png", cwd=tmp_path)
+    assert missing.returncode == 2 and "no finished stage" in missing.stderr
