@@ -7,8 +7,7 @@ import numpy as np
 import torch
 
 from ..compiler.checks_model import bucket_sides
-from .core import cfg_velocity, inference_sigmas, sample_ode, shift_from_spec
-from .core.shifts import DynamicShift
+from .core import cfg_velocity, sample_ode, shift_from_spec
 from .models.bundle import ModelBundle
 from .models.conditioning import empty_condition, make_condition
 
@@ -32,12 +31,9 @@ def latent_multiple(bundle: ModelBundle) -> int:
 
 def grid_for(bundle: ModelBundle, timesteps_block, num_steps: int, height: int, width: int) -> torch.Tensor:
     """The inference sigmas, shifted for this size as training was (resolution-aware or Flux dynamic)."""
-    shift = shift_from_spec(timesteps_block.shift)
     multiple = latent_multiple(bundle)
     seq_len = max(height // multiple, 1) * max(width // multiple, 1)
-    if isinstance(shift, DynamicShift):
-        return inference_sigmas(num_steps, mu=shift.mu(seq_len))
-    return inference_sigmas(num_steps, alpha=shift.alpha(height, width, seq_len))
+    return shift_from_spec(timesteps_block.shift).inference_sigmas(num_steps, height, width, seq_len)
 
 
 @torch.no_grad()
