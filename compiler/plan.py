@@ -31,6 +31,7 @@ class Estimate:
     accelerator: str
     devices: int
     step_seconds: float
+    params_text_encoder: int = 0  # included in params_total (and trainable): the builtin encoder trains along
     notes: tuple[str, ...] = ()
 
 

@@ -33,6 +33,7 @@ class _Measured:
         self.model_spec = model_spec
         self.model = build_denoiser(model_spec, device="meta")
         self.total = count_params(self.model)
+        self.text_params = _trained_text_encoder_params(model_spec)
         self.factor = model_spec.latent.factor() if model_spec.latent.kind == "vae" else 1
         self._costs: dict[int, ForwardCost] = {}
 
@@ -42,6 +43,17 @@ class _Measured:
         if resolution not in self._costs:
             self._costs[resolution] = forward_cost(self.model, self.model_spec, resolution, self.factor)
         return self._costs[resolution]
+
+
+def _trained_text_encoder_params(model_spec) -> int:
+    """The builtin text encoder trains with the denoiser, so its parameters count as trainable."""
+    encoder = model_spec.text_encoder
+    if encoder is None or encoder.kind != "builtin" or (model_spec.kind == "dit" and model_spec.conditioning == "class"):
+        return 0
+    from .models.text import build_text_encoder
+
+    with torch.device("meta"):
+        return count_params(build_text_encoder(model_spec))
 
 
 def estimate_plan(plan: Plan) -> Plan:
@@ -92,8 +104,9 @@ def estimate_stage(plan: Plan, stage_plan: StagePlan, measured: _Measured | None
     spec = plan.spec
     measured = measured or _Measured(spec.model)
     stage = next(s for s in spec.stages if s.name == stage_plan.name)
-    total = measured.total
-    # peft mutates the model it adapts, so LoRA is counted on a fresh meta build.
+    total = measured.total + measured.text_params
+    # peft mutates the model it adapts, so LoRA is counted on a fresh meta build; under LoRA only the
+    # adapters train (the builtin text encoder is frozen too).
     trainable = lora_params(build_denoiser(spec.model, device="meta"), stage.lora) if stage.lora else total
     notes: list[str] = []
     flops = 0.0
@@ -113,12 +126,14 @@ def estimate_stage(plan: Plan, stage_plan: StagePlan, measured: _Measured | None
     seconds = flops / (accel.peak_tflops * 1e12 * executor.mfu) / devices
     step_seconds = seconds / stage.steps
     _check_time_limit(stage, step_seconds, notes)
+    if measured.text_params:
+        notes.append(f"parameters include the builtin text encoder's {measured.text_params:,}")
     vae = build_vae(spec.model.latent, device="meta")
     if vae is not None:
         notes.append(f"frozen VAE: {count_params(vae):,} parameters")
     return Estimate(params_total=total, params_trainable=trainable, train_flops=flops, memory_gib=memory,
                     gpu_hours=seconds * devices / 3600, accelerator=executor.gpu, devices=devices,
-                    step_seconds=step_seconds, notes=tuple(notes))
+                    step_seconds=step_seconds, params_text_encoder=measured.text_params, notes=tuple(notes))
 
 
 def forward_passes(stage) -> float:
