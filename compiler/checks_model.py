@@ -91,7 +91,11 @@ def resolutions(spec: Spec) -> Iterator[Finding]:
                     else f"pixel space, {spec.model.kind} patch {patch}"
                 yield Finding((*path, "resolution"), f"{phase.resolution} px is not a multiple of {multiple} ({why})")
                 continue
-            longest = max(max(bucket_sides(phase.resolution, r, multiple)) for r in phase.aspect_ratios)
+            sides = [bucket_sides(phase.resolution, r, multiple) for r in phase.aspect_ratios]
+            if spec.model.kind == "dit" and any(h != w for h, w in sides):
+                yield Finding((*path, "aspect_ratios"), "diffusers' DiTTransformer2DModel only takes square inputs: "
+                              "use aspect_ratios: [1.0], or the pixart family (a DiT with cross-attention, any aspect)")
+            longest = max(max(hw) for hw in sides)
             max_pos = config.get("pos_embed_max_size")
             if spec.model.kind == "mmdit" and max_pos and longest // multiple > max_pos:
                 yield Finding((*path, "resolution"), f"the longest bucket side ({longest} px) is {longest // multiple} "

@@ -14,7 +14,7 @@ ERROR_CLASSES = {
     "yaml_syntax", "duplicate_key", "unknown_tag", "unknown_key", "bad_kind", "missing_key", "wrong_type",
     "bad_preset", "unknown_from", "later_from", "self_reference", "duplicate_name", "needs_start",
     "resolution_multiple", "curriculum_order", "pos_embed", "repa_depth", "refl_reward", "batch_arithmetic",
-    "grpo_groups", "lora_target", "slurm_signal", "text_width", "latent_channels", "data_model", "toy_shift",
+    "grpo_groups", "lora_target", "dit_square", "slurm_signal", "text_width", "latent_channels", "data_model", "toy_shift",
     "mixture_lengths", "warmup", "template_syntax", "newer_version", "profile_key", "many_errors",
 }
 

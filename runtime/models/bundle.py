@@ -33,6 +33,15 @@ class ModelBundle:
             modules["text_encoder"] = self.text_encoder
         return modules
 
+    def train(self, mode: bool = True) -> "ModelBundle":
+        self.denoiser.train(mode)
+        if isinstance(self.text_encoder, BuiltinTextEncoder):
+            self.text_encoder.train(mode)
+        return self
+
+    def eval(self) -> "ModelBundle":
+        return self.train(False)
+
     def to(self, device) -> "ModelBundle":
         self.denoiser.to(device)
         self.codec.to(device)
@@ -68,7 +77,10 @@ def load_backbone(net: nn.Module, model_spec, path: Path, subfolder: str | None 
         folder = path / subfolder if subfolder else path
         loaded = denoiser_class(model_spec.kind).from_pretrained(str(folder))
         state = loaded.state_dict()
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes differ: the weights were made for another configuration
+        missing, unexpected = [str(exc).splitlines()[1].strip()], []
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not fit the {model_spec.kind} preset '{model_spec.preset}' "
                          f"({len(missing)} missing keys, e.g. {missing[:3]}; {len(unexpected)} unexpected, "

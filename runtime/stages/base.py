@@ -90,15 +90,35 @@ class StageRunner:
         self.bundle = self.build()
         objective, accumulation = self.objective()
         hooks = LoopHooks(on_samples=self._isolated(self.sample_grid))
+        self.wandb = self._start_wandb(hooks)
         self.trainer = Trainer(self.loop_config(accumulation), self.bundle.trainable_modules(), objective,
                                self.stage.train, self.stage.optimizer, hooks)
         if self.stage.train.compile:
             self.bundle.denoiser.net.compile()
-        self.trainer.run()
-        with self.weights_for_export():
-            export_bundle(self.bundle, self.run_dir / "model")
-            results = self._isolated(self.evaluate)()
-        self.finish(results or {}, time.time() - started)
+        try:
+            self.trainer.run()
+            with self.weights_for_export():
+                export_bundle(self.bundle, self.run_dir / "model")
+                results = self._isolated(self.evaluate)()
+            self.finish(results or {}, time.time() - started)
+        finally:
+            if self.wandb is not None:
+                self.wandb.finish()
+
+    def _start_wandb(self, hooks: LoopHooks):
+        tracking = self.spec.tracking
+        if tracking.kind != "wandb":
+            return None
+        from ..train.logs import WandbLog
+
+        log = WandbLog(tracking, self.run_dir, name=f"{self.spec.name}/{self.stage.name}",
+                       run_id=self.stage_plan.hash[:16], config=self.identity())
+        hooks.on_log.append(lambda record: log.log(record, record["step"]))
+        return log
+
+    def log_image(self, key: str, path: Path, step: int) -> None:
+        if self.wandb is not None:
+            self.wandb.image(key, path, step)
 
     def weights_for_export(self):
         import contextlib

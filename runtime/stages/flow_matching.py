@@ -71,12 +71,14 @@ class FlowMatchingStage(StageRunner):
         folder.mkdir(exist_ok=True)
         with self.weights_for_export():
             out = generate(self.bundle, self.stage.timesteps, self.request(samples.prompts, samples.per_prompt, samples.seed))
+        path = folder / f"step-{step:08d}.png"
         if self.toy:
             data = self.stream.toy.batch(10**9, len(out)).numpy()
-            scatter_plot({"data": data, "samples": out}, folder / f"step-{step:08d}.png", title=f"step {step}")
-            return
-        image_grid(list(out), rows=len(samples.prompts), cols=samples.per_prompt,
-                   path=folder / f"step-{step:08d}.png", row_labels=list(samples.prompts))
+            scatter_plot({"data": data, "samples": out}, path, title=f"step {step}")
+        else:
+            image_grid(list(out), rows=len(samples.prompts), cols=samples.per_prompt, path=path,
+                       row_labels=list(samples.prompts))
+        self.log_image("samples", path, step)
 
     def evaluate(self) -> dict:
         if self.toy:

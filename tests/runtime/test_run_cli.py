@@ -74,3 +74,14 @@ def test_sample_command_writes_points_and_grids(tmp_path):
     assert again.returncode == 0 and np.array_equal(points, np.load(tmp_path / "t.npy"))
     missing = flowspec("sample", "runs/nothing", "--out", "x.png", cwd=tmp_path)
     assert missing.returncode == 2 and "no finished stage" in missing.stderr
+
+
+def test_wandb_offline_run_files(tmp_path):
+    write_spec(tmp_path, TOY.replace("stages:", "tracking: {kind: wandb, project: flowspec-test, mode: offline}\nstages:"))
+    run = flowspec("run", "spec.yaml", "--set", "stages.pretrain.steps=20", "--set", "stages.finetune.steps=10",
+                   "--set", "train.samples.every=10", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    pretrain = stage_dir(tmp_path, "toy", "pretrain")
+    runs = list((pretrain / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("run-*.wandb")) and list(runs[0].glob("files/media/images/*.png"))
