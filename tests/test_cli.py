@@ -15,9 +15,10 @@ def test_set_override_error_points_at_the_command_line():
 
 
 def test_set_unknown_key_gets_did_you_mean():
-    code, _, err = run_cli("validate", "specs/quickstart.yaml", "--set", "model.config.num_layer=2")
+    code, _, err = run_cli("validate", "specs/quickstart.yaml", "--set", "model.config.layers_per_blok=2")
     assert code == 2
-    assert "--set model.config.num_layer=2: model.config.num_layer: unknown key 'num_layer' (did you mean 'num_layers'?)" in err
+    assert ("--set model.config.layers_per_blok=2: model.config.layers_per_blok: unknown key 'layers_per_blok' "
+            "(did you mean 'layers_per_block'?)") in err
 
 
 def test_set_unknown_stage_name():
