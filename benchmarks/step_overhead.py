@@ -3,7 +3,8 @@
     python benchmarks/step_overhead.py [--steps 30] [--spec specs/quickstart.yaml]
 
 Both loops do the same work per step: encode the captions with the same text encoder, draw t
-(logit-normal) and noise, a forward and backward pass of the same MMDiT, gradient clipping, an AdamW
+(logit-normal) and noise, a forward and backward pass of the quickstart's UNet (with SDXL's size
+micro-conditioning), gradient clipping, an AdamW
 step, the LR schedule and an EMA update. flowspec's step adds its objective plumbing, condition
 dropout, NaN checks and metrics. Steps are interleaved (flowspec, hand, flowspec, ...) so drift
 in the machine's load hits both alike; the medians are compared. Goal: ratio <= 1.03 on CPU.
@@ -64,6 +65,8 @@ def hand_step_fn(spec, stage, batch: Batch):
     decay = stage.train.ema.decay
     gen = torch.Generator().manual_seed(0)
     x0 = batch.x
+    assert spec.model.kind == "unet", "the hand-written loop is written for the quickstart's UNet"
+    time_ids = torch.tensor([[batch.height, batch.width, 0, 0, batch.height, batch.width]], dtype=torch.float32)
 
     def step():
         text = encoder(batch.captions)
@@ -71,8 +74,9 @@ def hand_step_fn(spec, stage, batch: Batch):
         eps = torch.randn(x0.shape, generator=gen)
         tt = t.view(-1, 1, 1, 1)
         x_t = (1 - tt) * x0 + tt * eps
-        v = net(hidden_states=x_t, timestep=t * 1000, encoder_hidden_states=text.states,
-                pooled_projections=text.pooled, return_dict=False)[0]
+        added = {"text_embeds": text.pooled, "time_ids": time_ids.repeat(x0.shape[0], 1)}
+        v = net(sample=x_t, timestep=t * 1000, encoder_hidden_states=text.states,
+                encoder_attention_mask=text.mask.float(), added_cond_kwargs=added, return_dict=False)[0]
         loss = ((v - (eps - x0)) ** 2).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, stage.train.max_grad_norm)

@@ -85,3 +85,23 @@ def test_wandb_offline_run_files(tmp_path):
     runs = list((pretrain / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert list(runs[0].glob("run-*.wandb")) and list(runs[0].glob("files/media/images/*.png"))
+
+
+def test_image_stage_grids_checker_and_sample_png(tmp_path):
+    from PIL import Image
+
+    from .helpers import IMAGE
+
+    write_spec(tmp_path, IMAGE)
+    run = flowspec("run", "spec.yaml", "--set", "stages.pretrain.steps=4", "--set", "data.curriculum.1.at_step=2",
+                   cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    pretrain = stage_dir(tmp_path, "img", "pretrain")
+    evaluation = json.loads((pretrain / "eval.json").read_text())
+    assert 0.0 <= evaluation["checker_accuracy"] <= 1.0 and evaluation["num_captions"] == 64
+    assert (pretrain / "model/text_encoder/model.safetensors").exists()
+    out = flowspec("sample", str(pretrain), "--prompt", "a red circle", "--prompt", "a blue square", "--n", "3",
+                   "--steps", "4", "--out", "grid.png", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    grid = Image.open(tmp_path / "grid.png")
+    assert grid.width >= 256 and grid.height > 0
