@@ -1,10 +1,10 @@
 """Semantic checks of the model against the data, the curriculum, LoRA, REPA, shift and rewards."""
 from __future__ import annotations
 
-import math
 from typing import Iterator
 
 from ..schemas import Spec
+from ..schemas.buckets import bucket_sides
 from ..schemas.lora_targets import leaf_names, target_matches
 from ..schemas.rewards import is_differentiable
 from .checks import Finding, check
@@ -23,13 +23,6 @@ def latent_channels(spec: Spec) -> int:
     if latent.kind == "vae":
         return latent.channels()
     return 2 if spec.data.source.kind == "toy2d" else IMAGE_CHANNELS
-
-
-def bucket_sides(resolution: int, ratio: float, multiple: int) -> tuple[int, int]:
-    """(height, width) of the bucket with area ~ resolution^2 and h/w ~ ratio, sides rounded to `multiple`."""
-    height = max(multiple, round(resolution * math.sqrt(ratio) / multiple) * multiple)
-    width = max(multiple, round(resolution / math.sqrt(ratio) / multiple) * multiple)
-    return height, width
 
 
 @check

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..compiler.checks_model import bucket_sides
+from ..schemas.buckets import bucket_sides
 from .core import cfg_velocity, sample_ode, shift_from_spec
 from .models.bundle import ModelBundle
 from .models.conditioning import empty_condition, make_condition

@@ -47,11 +47,27 @@ class Moons(Block):
 Toy2DDistribution = tagged(GaussianMixture, Checkerboard, Rings, Moons)
 
 
+# ------------------------------------------------------------------------------------- filters
+class Filter(Block):
+    """Keep the samples whose `field` (the caption, or a metadata field) passes every condition given."""
+
+    field: str = Field("caption", description="'caption' or a metadata field (metadata.jsonl key, webdataset .json key).")
+    contains: str | None = Field(None, description="Keep when the field contains this text (case-insensitive).")
+    regex: str | None = Field(None, description="Keep when this regular expression matches the field.")
+    min: float | None = Field(None, description="Keep when the field is a number >= this (e.g. an aesthetic score).")
+    max: float | None = Field(None, description="Keep when the field is a number <= this.")
+    equals: str | float | None = Field(None, description="Keep when the field equals this.")
+
+
+_FILTERS = Field(default_factory=list, description="Subset selection (e.g. an SFT subset); every filter must pass.")
+
+
 # ------------------------------------------------------------------------------------- sources
 class Shapes(Block):
     kind: Literal["shapes"] = Field("shapes", description="Embedded procedural captioned images of coloured shapes (any size and aspect).")
     num_images: int = Field(10000, gt=0, description="Images per epoch (each is generated from its index and the seed).")
     background: Literal["white", "black", "noise"] = Field("white", description="Background of every image.")
+    filters: list[Filter] = _FILTERS
 
 
 class Toy2D(Block):
@@ -66,6 +82,7 @@ class ImageFolder(Block):
     captions: Literal["auto", "sidecar", "metadata"] = Field(
         "auto", description="sidecar: NAME.txt beside each image; metadata: metadata.jsonl with file_name and text; "
         "auto: metadata.jsonl if present, else sidecars.")
+    filters: list[Filter] = _FILTERS
 
 
 class WebDataset(Block):
@@ -74,9 +91,31 @@ class WebDataset(Block):
     image_key: str = Field("jpg;png;jpeg;webp", description="Extensions tried for the image, ';'-separated.")
     caption_key: str = Field("txt", description="Extension of the caption member.")
     num_samples: int | None = Field(None, gt=0, description="Samples in all shards (for epoch and bucket counts).")
+    filters: list[Filter] = _FILTERS
 
 
-Source = tagged(Shapes, Toy2D, ImageFolder, WebDataset)
+ImageSource = tagged(Shapes, ImageFolder, WebDataset)
+
+
+class Component(Block):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Name of this part of the mixture (phases reweight by it).")
+    weight: float = Field(1.0, gt=0, description="Share of each batch drawn from it (normalised over components).")
+    source: ImageSource = Field(description="The source.")
+
+
+class Mixture(Block):
+    kind: Literal["mixture"] = Field("mixture", description="Several image sources, sampled in proportion to their weights.")
+    components: list[Component] = Field(min_length=1, description="The sources and their weights.")
+
+    @model_validator(mode="after")
+    def _unique(self):
+        names = [c.name for c in self.components]
+        if len(set(names)) != len(names):
+            raise ValueError(f"component names must be unique, got {names}")
+        return self
+
+
+Source = tagged(Shapes, Toy2D, ImageFolder, WebDataset, Mixture)
 
 
 # ---------------------------------------------------------------------------------- curriculum
@@ -88,6 +127,8 @@ class Phase(Block):
         description="Bucket aspect ratios (height / width); images go to the nearest in log ratio.")
     complexity: tuple[int, int] = Field(
         (1, 3), description=f"Caption complexity band [lowest, highest], levels 1..{MAX_COMPLEXITY}.")
+    mixture: dict[str, float] | None = Field(
+        None, description="Component weights for this phase (by component name); omitted: the mixture's own.")
 
     @model_validator(mode="after")
     def _check(self):
@@ -99,6 +140,21 @@ class Phase(Block):
         return self
 
 
+class Buckets(Block):
+    crop: Literal["center", "random"] = Field("center", description="After resizing an image to cover its bucket.")
+    balanced: bool = Field(False, description="Draw every bucket equally often (small buckets repeat), so rare "
+                           "aspect ratios are not starved by square-dominated data.")
+    remainder: Literal["repeat", "drop"] = Field(
+        "repeat", description="A bucket's last, incomplete batch: filled with repeats of the bucket's images, or "
+        "dropped. Either way the counts are reported by `flowspec plan` and in the run log.")
+
+
+class Cache(Block):
+    latents: bool = Field(False, description="Cache VAE latents on disk, keyed by the content of everything they depend on.")
+    text: bool = Field(False, description="Cache the embeddings of frozen text encoders the same way.")
+    dir: str = Field(".cache/flowspec", description="Cache folder, shared by stages and runs.")
+
+
 class Loader(Block):
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     prefetch_factor: int = Field(2, gt=0, description="Batches each worker prepares ahead.")
@@ -108,4 +164,6 @@ class Data(Block):
     source: Source = Field(description="Where samples come from.")
     curriculum: list[Phase] = Field(default_factory=lambda: [{}], validate_default=True, min_length=1,
                                     description="Phases over the stage's steps: resolution, aspect buckets, complexity.")
+    buckets: Buckets = Field(default_factory=dict, validate_default=True, description="Aspect-ratio bucketing.")
+    cache: Cache = Field(default_factory=dict, validate_default=True, description="On-disk caches of encoder outputs.")
     loader: Loader = Field(default_factory=dict, validate_default=True, description="Data loading workers.")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...compiler.checks_model import bucket_sides
+from ...schemas.buckets import bucket_sides
 from .shapes import ShapesDataset, class_label
 from .toy2d import Toy2DBatches
 
