@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write it to this file instead")
     p = sub.add_parser("run", help="run the plan's stages (finished stages are skipped, unfinished ones resume)")
     spec_args(p)
+    p.add_argument("--stage", action="append", metavar="NAME",
+                   help="run only this stage and the stages it reads (repeatable)")
     p.add_argument("--fresh", action="store_true",
                    help="start new runs even where an unfinished run of a stage was made with a different spec")
     p = sub.add_parser("sample", help="generate a sample grid (PNG) or 2-D samples (.npy) from a finished stage")
@@ -137,7 +139,7 @@ def cmd_run(args) -> int:
     plan = compile_spec(args.spec, args.profile, args.sets)
     from .runtime.executors import run_plan
 
-    return run_plan(plan, fresh=args.fresh)
+    return run_plan(plan, fresh=args.fresh, stages=args.stage)
 
 
 def cmd_sample(args) -> int:
