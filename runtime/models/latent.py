@@ -7,8 +7,9 @@ from torch import nn
 
 class PixelCodec(nn.Module):
     factor = 1
+    cache = None
 
-    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None, keys=None) -> torch.Tensor:
         return x
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -25,13 +26,44 @@ class VAECodec(nn.Module):
         self.scale = float(config.scaling_factor)
         self.shift = float(config.shift_factor or 0.0)
         self.factor = 2 ** (len(config.block_out_channels) - 1)
+        self.cache = None  # a ContentCache of posteriors, set when data.cache.latents is on
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        """The VAE's identity and weights, one ingredient of every cached latent's key."""
+        if self._fingerprint is None:
+            from ..data.cache import module_fingerprint
+
+            self._fingerprint = module_fingerprint(self.vae, dict(self.vae.config))
+        return self._fingerprint
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        posterior = self.vae.encode(x.to(self.vae.dtype)).latent_dist
-        noise = torch.randn(posterior.mean.shape, generator=generator, dtype=posterior.mean.dtype)
-        z = posterior.mean + posterior.std * noise.to(posterior.mean.device)
-        return ((z - self.shift) * self.scale).float()
+    def posterior(self, x: torch.Tensor, keys: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of q(z|x), read from the cache where `keys` name items already encoded."""
+        if self.cache is None or keys is None:
+            dist = self.vae.encode(x.to(self.vae.dtype)).latent_dist
+            return dist.mean.float(), dist.std.float()
+        from ..data.cache import content_key
+
+        full = [content_key(item=k, vae=self.fingerprint(), dtype=str(self.vae.dtype)) for k in keys]
+        found = [self.cache.get(k) for k in full]
+        missing = [i for i, entry in enumerate(found) if entry is None]
+        if missing:
+            dist = self.vae.encode(x[missing].to(self.vae.dtype)).latent_dist
+            for j, i in enumerate(missing):
+                found[i] = {"mean": dist.mean[j].float(), "std": dist.std[j].float()}
+                self.cache.put(full[i], found[i])
+        device = x.device
+        return (torch.stack([f["mean"] for f in found]).to(device), torch.stack([f["std"] for f in found]).to(device))
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None,
+               keys: list[str] | None = None) -> torch.Tensor:
+        # The posterior is cached, not a sample: the noise is drawn here either way, so a cached run
+        # and an uncached one give the same latents.
+        mean, std = self.posterior(x, keys)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+        return ((mean + std * noise - self.shift) * self.scale).float()
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:

@@ -75,9 +75,42 @@ class PretrainedTextEncoder(nn.Module):
         super().__init__()
         self.model, self.tokenizer, self.max_tokens, self.pooled_kind = model, tokenizer, max_tokens, pooled
         self.requires_grad_(False)
+        self.model.eval()  # frozen: no dropout, ever (T5 has 0.1 by default)
+        self.cache = None  # a ContentCache of embeddings, set when data.cache.text is on
+        self._fingerprint: str | None = None
+
+    def train(self, mode: bool = True) -> "PretrainedTextEncoder":
+        return super().train(False)
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            from ..data.cache import module_fingerprint
+
+            identity = {"class": type(self.model).__name__, "config": self.model.config.to_dict(),
+                        "tokenizer": type(self.tokenizer).__name__, "max_tokens": self.max_tokens,
+                        "pooled": self.pooled_kind}
+            self._fingerprint = module_fingerprint(self.model, identity)
+        return self._fingerprint
+
+    def forward(self, captions: list[str]) -> TextCondition:
+        if self.cache is None:
+            return self.encode(captions)
+        from ..data.cache import content_key
+
+        keys = [content_key(caption=c, encoder=self.fingerprint()) for c in captions]
+        found = [self.cache.get(k) for k in keys]
+        missing = [i for i, f in enumerate(found) if f is None]
+        if missing:
+            fresh = self.encode([captions[i] for i in missing])
+            for j, i in enumerate(missing):
+                found[i] = {"states": fresh.states[j], "mask": fresh.mask[j], "pooled": fresh.pooled[j]}
+                self.cache.put(keys[i], found[i])
+        device = next(self.model.parameters()).device
+        stack = lambda name: torch.stack([f[name] for f in found]).to(device)
+        return TextCondition(stack("states"), stack("mask").bool(), stack("pooled"))
 
     @torch.no_grad()
-    def forward(self, captions: list[str]) -> TextCondition:
+    def encode(self, captions: list[str]) -> TextCondition:
         device = next(self.model.parameters()).device
         tokens = self.tokenizer(captions, padding="max_length", truncation=True, max_length=self.max_tokens,
                                 return_tensors="pt").to(device)

@@ -48,3 +48,44 @@ def test_unflushed_entries_are_not_visible_to_other_processes_and_no_temp_files_
     cache.flush()
     assert ContentCache(tmp_path, "text").get("k1") is not None
     assert not list((tmp_path / "text").glob("*.tmp"))
+
+
+def test_cached_latents_equal_fresh_ones_and_hit_on_the_second_pass(tmp_path):
+    from flowspec.runtime.models.build import build_vae
+    from flowspec.runtime.models.latent import VAECodec
+    from flowspec.schemas.model import VAE
+
+    torch.manual_seed(0)
+    codec = VAECodec(build_vae(VAE(preset="tiny")))
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    plain = codec.encode(x, torch.Generator().manual_seed(1))
+    codec.cache = ContentCache(tmp_path, "latents")
+    keys = ["img-a@16x16", "img-b@16x16", "img-c@16x16"]
+    first = codec.encode(x, torch.Generator().manual_seed(1), keys)
+    second = codec.encode(torch.zeros_like(x), torch.Generator().manual_seed(1), keys)  # served from the cache
+    assert torch.allclose(first, plain, atol=1e-6) and torch.equal(first, second)
+    assert codec.cache.stats()["hits"] == 3 and codec.cache.stats()["misses"] == 3
+    with torch.no_grad():
+        codec.vae.decoder.conv_out.bias.add_(1.0)  # other weights: a new fingerprint, no stale hit
+    codec._fingerprint = None
+    codec.encode(x, torch.Generator().manual_seed(1), keys)
+    assert codec.cache.stats()["misses"] == 6
+
+
+def test_cached_text_embeddings_equal_fresh_ones(tmp_path):
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    from flowspec.runtime.models.text import PretrainedTextEncoder
+
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "circle"]))
+    encoder = PretrainedTextEncoder(BertModel(BertConfig(vocab_size=8, hidden_size=16, num_hidden_layers=1,
+                                                         num_attention_heads=2, intermediate_size=32)),
+                                    BertTokenizer(str(tmp_path / "vocab.txt")), max_tokens=6, pooled="mean")
+    captions = ["a red circle", "a circle"]
+    plain = encoder(captions)
+    encoder.cache = ContentCache(tmp_path / "c", "text")
+    cached = [encoder(captions), encoder(captions)]
+    for got in cached:
+        assert torch.allclose(got.states, plain.states) and torch.equal(got.mask, plain.mask)
+        assert torch.allclose(got.pooled, plain.pooled)
+    assert encoder.cache.stats()["hits"] == 2
