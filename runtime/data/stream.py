@@ -1,19 +1,23 @@
-"""Micro-batches addressed by (step, micro-batch): a pure function of the seed, so resume is exact.
+"""Micro-batches addressed by (step, micro-batch), as a pure function of the seed: resume is exact.
 
-The curriculum phase is a function of the step; the aspect bucket of a micro-batch is drawn from
-the phase's ratios by a hash of (seed, micro-batch index); every rank reads its own slice of the
-global sample order, which is a fresh permutation of the dataset each epoch.
+Each curriculum phase is planned on its own: its buckets (resolution, aspect ratios, the model's
+size multiple), the items of each source that fall in its complexity band, and per epoch a
+shuffled list of global batches, each from one bucket (runtime/data/epochs.py). A mixture
+interleaves its components' batches in a fixed weighted pattern. The phase holding a step is a
+function of the step, so phase changes land at the declared step, also after a resume.
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
 
-from ...schemas.buckets import bucket_sides
-from .shapes import ShapesDataset, class_label
+from .buckets import make_buckets
+from .epochs import EpochSchedule, plan_epoch, split
+from .phases import FolderPhase, ShapesPhase
 from .toy2d import Toy2DBatches
 
 
@@ -25,11 +29,85 @@ class Batch:
     height: int  # pixels (0 for points)
     width: int
     phase: int
+    keys: list[str] | None = None  # content identity of each image (cache keys)
 
 
-def _hash_int(*parts) -> int:
+def _hash(*parts) -> int:
     digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+class Mixing:
+    """Which component global batch k comes from: a fixed pattern with integer shares (smooth weighted
+    round robin), so the number of earlier batches of a component is O(1) to compute (exact resume)."""
+
+    def __init__(self, weights: list[float], resolution: int = 100):
+        total = sum(weights)
+        self.shares = [max(1, round(resolution * w / total)) for w in weights]
+        credit, pattern = [0] * len(weights), []
+        for _ in range(sum(self.shares)):
+            credit = [c + s for c, s in zip(credit, self.shares)]
+            pick = max(range(len(credit)), key=lambda i: credit[i])
+            credit[pick] -= sum(self.shares)
+            pattern.append(pick)
+        self.pattern = pattern
+        self.before = [[pattern[:i].count(c) for i in range(len(pattern))] for c in range(len(weights))]
+
+    def locate(self, k: int) -> tuple[int, int]:
+        """(component, how many of its batches came before) for global batch k."""
+        period, offset = divmod(k, len(self.pattern))
+        component = self.pattern[offset]
+        return component, period * self.shares[component] + self.before[component][offset]
+
+
+class PhaseBatches:
+    """The global batches of one curriculum phase."""
+
+    def __init__(self, data, index: int, seed: int, global_batch: int, multiple: int, sources: dict):
+        phase = data.curriculum[index]
+        self.index, self.seed, self.global_batch, self.policy = index, seed, global_batch, data.buckets
+        self.buckets = make_buckets(phase.resolution, phase.aspect_ratios, multiple)
+        self.names, self.views, weights = [], [], []
+        for name, weight, block in _components(data.source):
+            self.names.append(name)
+            weights.append((phase.mixture or {}).get(name, weight))
+            view = ShapesPhase(block, seed, phase, self.buckets) if block.kind == "shapes" else \
+                FolderPhase(sources[name], seed, phase, self.buckets)
+            self.views.append(view)
+        self.assignments = [view.assignments() for view in self.views]
+        self.schedules = [EpochSchedule(self.plan(c, 0).num_batches) for c in range(len(self.views))]
+        self.mixing = Mixing(weights)
+
+    @lru_cache(maxsize=4)
+    def plan(self, component: int, epoch: int):
+        return plan_epoch(self.assignments[component], len(self.buckets), self.global_batch,
+                          _hash(self.seed, "plan", self.index, component), epoch, self.policy.remainder,
+                          self.policy.balanced, buckets=self.buckets)
+
+    def batch(self, k: int):
+        """(component, bucket, item indices, epoch) of the phase's k-th global batch."""
+        component, j = self.mixing.locate(k)
+        epoch, position = self.schedules[component].locate(j)
+        bucket_index, items = self.plan(component, epoch).batches[position]
+        return component, self.buckets[bucket_index], items, epoch
+
+    def report(self) -> dict:
+        out = {"phase": self.index, "buckets": [f"{b.height}x{b.width}" for b in self.buckets], "components": []}
+        for c, view in enumerate(self.views):
+            plan = self.plan(c, 0)
+            out["components"].append({
+                "name": self.names[c], "share": self.mixing.shares[c] / sum(self.mixing.shares), **view.summary(),
+                "batches_per_epoch": plan.num_batches, "repeated": plan.total_repeated, "dropped": plan.total_dropped,
+                "per_bucket": [{"bucket": f"{b.height}x{b.width}", "images": n.images, "batches": n.batches,
+                                "repeated": n.repeated, "dropped": n.dropped}
+                               for b, n in zip(self.buckets, plan.counts)]})
+        return out
+
+
+def _components(source):
+    if source.kind == "mixture":
+        return [(c.name, c.weight, c.source) for c in source.components]
+    return [(source.kind, 1.0, source)]
 
 
 class BatchStream:
@@ -37,50 +115,46 @@ class BatchStream:
                  rank: int = 0, world: int = 1):
         self.data, self.seed, self.size = data, seed, micro_batch
         self.accumulation, self.multiple, self.rank, self.world = accumulation, multiple, rank, world
-        source = data.source
-        if source.kind == "toy2d":
-            self.toy = Toy2DBatches(source, seed)
-        elif source.kind == "shapes":
-            self.shapes = ShapesDataset(source, seed)
-            self._order: dict[int, torch.Tensor] = {}
-            self._cache: dict[tuple, tuple[np.ndarray, str, int]] = {}
-        else:
-            raise NotImplementedError(f"data source '{source.kind}' arrives with the data pipeline; "
-                                      "this version trains on shapes and toy2d")
+        self.global_batch = micro_batch * accumulation * world
+        if data.source.kind == "toy2d":
+            self.toy = Toy2DBatches(data.source, seed)
+            return
+        if any(block.kind == "webdataset" for _, _, block in _components(data.source)):
+            raise NotImplementedError("webdataset sources stream through runtime/data/webdataset_stream.py; "
+                                      "this trainer reads shapes and image folders")
+        from .sources import ImageFolder
+
+        self.sources = {name: ImageFolder(block) for name, _, block in _components(data.source)
+                        if block.kind == "imagefolder"}
+        self._phases: dict[int, PhaseBatches] = {}
 
     def phase_at(self, step: int) -> int:
         """Index of the curriculum phase that holds (0-based) optimizer step `step`."""
         starts = [p.at_step for p in self.data.curriculum]
         return max(i for i, start in enumerate(starts) if start <= step)
 
-    def batch(self, step: int, micro: int) -> Batch:
-        index = step * self.accumulation + micro
-        phase_index = self.phase_at(step)
-        if self.data.source.kind == "toy2d":
-            points = self.toy.batch(index * self.world + self.rank, self.size)
-            return Batch(points, [""] * self.size, None, 0, 0, phase_index)
-        phase = self.data.curriculum[phase_index]
-        ratio = phase.aspect_ratios[_hash_int(self.seed, "bucket", index) % len(phase.aspect_ratios)]
-        height, width = bucket_sides(phase.resolution, ratio, self.multiple)
-        first = (index * self.world + self.rank) * self.size
-        items = [self._item(position, height, width, tuple(phase.complexity))
-                 for position in range(first, first + self.size)]
-        images = torch.from_numpy(np.stack([image for image, _, _ in items])).permute(0, 3, 1, 2)
-        x = images.float().div(127.5).sub(1.0)
-        labels = torch.tensor([label for _, _, label in items])
-        return Batch(x, [caption for _, caption, _ in items], labels, height, width, phase_index)
+    def phase(self, index: int) -> PhaseBatches:
+        if index not in self._phases:
+            self._phases[index] = PhaseBatches(self.data, index, self.seed, self.global_batch, self.multiple,
+                                               self.sources)
+        return self._phases[index]
 
-    def _item(self, position: int, height: int, width: int, band: tuple[int, int]):
-        count = len(self.shapes)
-        epoch, offset = divmod(position, count)
-        if epoch not in self._order:
-            self._order = {epoch: torch.randperm(count, generator=torch.Generator().manual_seed(
-                _hash_int(self.seed, "epoch", epoch)))}
-        index = int(self._order[epoch][offset])
-        key = (index, height, width, band)
-        if key not in self._cache:
-            item = self.shapes.item(index, height, width, band)
-            if len(self._cache) * height * width * 3 > 200_000_000:  # keep ~200 MB of rendered images
-                self._cache.clear()
-            self._cache[key] = (item.image, item.caption, class_label(item.scene))
-        return self._cache[key]
+    def batch(self, step: int, micro: int) -> Batch:
+        index = self.phase_at(step)
+        if self.data.source.kind == "toy2d":
+            return Batch(self.toy.batch((step * self.accumulation + micro) * self.world + self.rank, self.size),
+                         [""] * self.size, None, 0, 0, index)
+        phase = self.phase(index)
+        component, bucket, items, epoch = phase.batch(step - self.data.curriculum[index].at_step)
+        mine = split(items, self.world, self.rank, micro, self.accumulation)
+        view = phase.views[component]
+        loaded = [view.load(item, bucket, epoch, self.data.buckets.crop) for item in mine]
+        images = torch.from_numpy(np.stack([it.image for it in loaded])).permute(0, 3, 1, 2)
+        return Batch(images.float().div(127.5).sub(1.0), [it.caption for it in loaded],
+                     torch.tensor([it.label for it in loaded]), bucket.height, bucket.width, index,
+                     [it.key for it in loaded])
+
+    def report(self) -> list[dict]:
+        if self.data.source.kind == "toy2d":
+            return []
+        return [self.phase(i).report() for i in range(len(self.data.curriculum))]
