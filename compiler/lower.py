@@ -14,7 +14,7 @@ from .plan import OpNode, StagePlan
 from .yamlpos import PosDict
 
 # Settings that cannot change the trained weights stay out of the hash, so changing them reuses artifacts.
-HASH_EXCLUDED: dict[str, Any] = {"name": True, "executor": True,
+HASH_EXCLUDED: dict[str, Any] = {"name": True, "executor": True, "data": {"cache": True, "loader": True},
                                  "train": {"checkpoint": True, "samples": True, "log_every": True}}
 DONE_MARKER = "DONE"
 

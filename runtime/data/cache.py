@@ -38,9 +38,21 @@ def content_key(**parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _stable(value: Any) -> Any:
+    """Drop bookkeeping keys ('_'-prefixed: diffusers' _use_default_values is in set order, which
+    changes from process to process) so equal encoders give equal fingerprints everywhere."""
+    if isinstance(value, dict):
+        return {str(k): _stable(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, (list, tuple)):
+        return [_stable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(_stable(v) for v in value)
+    return value
+
+
 def module_fingerprint(module: torch.nn.Module, identity: Any) -> str:
     """An encoder's identity plus a hash of every weight, so retrained or swapped weights never hit."""
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(json.dumps(_stable(identity), sort_keys=True, default=str).encode())
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
@@ -85,7 +97,9 @@ class ContentCache:
     def put(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
         if key in self:
             return
-        self._pending[key] = {k: v.detach().to("cpu").clone() for k, v in tensors.items()}  # own storage: safetensors refuses shared memory
+        # own, contiguous storage: safetensors refuses views and shared memory
+        self._pending[key] = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format)
+                              for k, v in tensors.items()}
         if len(self._pending) >= self.flush_every:
             self.flush()
 

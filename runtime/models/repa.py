@@ -97,6 +97,8 @@ class BlockTap:
         if not 1 <= depth <= len(blocks):
             raise ValueError(f"REPA depth {depth} is outside the {denoiser.spec.kind} model's 1..{len(blocks)} blocks")
         self.depth = depth
+        # Only a Flux single block may return text and image tokens as one sequence (older diffusers).
+        self._joint_sequence = denoiser.spec.kind == "flux" and depth > len(denoiser.net.transformer_blocks)
         self._features: torch.Tensor | None = None
         self._text_tokens = 0
         self._handles = [denoiser.net.register_forward_pre_hook(self._new_forward, with_kwargs=True),
@@ -113,10 +115,11 @@ class BlockTap:
         if self._features is not None:
             return
         if isinstance(output, tuple):
-            tokens = output[1]
+            self._features = output[1]
+        elif self._joint_sequence:
+            self._features = output[:, self._text_tokens:]
         else:
-            tokens = output[:, self._text_tokens:] if self._text_tokens and output.shape[1] > self._text_tokens else output
-        self._features = tokens
+            self._features = output
 
     @property
     def features(self) -> torch.Tensor:
@@ -148,7 +151,7 @@ class RepaLoss(nn.Module):
         self.tap = BlockTap(denoiser, block.depth)
         object.__setattr__(self, "encoder", encoder if encoder is not None else build_vision_encoder(block.encoder))
         self.projector = Projector(model_width, block.projector_dim, self.encoder.feature_dim)
-        self.last_value: float | None = None
+        self._last: torch.Tensor | None = None
 
     def _apply(self, fn, recurse=True):
         self.encoder._apply(fn, recurse)
@@ -162,13 +165,20 @@ class RepaLoss(nn.Module):
         if student.shape[1] != grid[0] * grid[1]:
             raise ValueError(f"the tapped block gave {student.shape[1]} image tokens, but a {latent_height}x"
                              f"{latent_width} latent makes a {grid[0]}x{grid[1]} grid")
+        if target is not None and target_grid is None:
+            raise ValueError("a precomputed target needs its target_grid")
         if target is None:
             target, target_grid = self.encoder.patch_features(clean_images, grid=grid), grid
         with torch.no_grad():
             target = match_grid(target.detach(), target_grid, grid).to(student.device)
         value = repa_loss(self.projector(student), target)
-        self.last_value = float(value.detach())
+        self._last = value.detach()  # converted only when read: no device sync per step
         return value * self.lambda_
+
+    @property
+    def last_value(self) -> float | None:
+        """The unscaled L_REPA of the last call, for logging."""
+        return None if self._last is None else float(self._last)
 
     def remove(self) -> None:
         """Detach the hook from the denoiser (e.g. when the stage ends)."""

@@ -88,8 +88,10 @@ class StageRunner:
         write_identity(self.run_dir, self.identity())
         started = time.time()
         self.bundle = self.build()
+        caches = self.attach_caches()
         objective, accumulation = self.objective()
-        hooks = LoopHooks(on_samples=self._isolated(self.sample_grid))
+        hooks = LoopHooks(on_samples=self._isolated(self.sample_grid),
+                          on_checkpoint=[lambda step: [c.flush() for c in caches]])
         self.wandb = self._start_wandb(hooks)
         self.trainer = Trainer(self.loop_config(accumulation), self.bundle.trainable_modules(), objective,
                                self.stage.train, self.stage.optimizer, hooks)
@@ -104,6 +106,33 @@ class StageRunner:
         finally:
             if self.wandb is not None:
                 self.wandb.finish()
+
+    def attach_caches(self) -> list:
+        """Content-keyed caches of frozen encoders' outputs (data.cache), shared by stages and runs."""
+        from ..data.cache import ContentCache
+        from ..models.latent import VAECodec
+        from ..models.text import PretrainedTextEncoder
+
+        settings, caches = self.stage.data.cache, []
+        if settings.latents and isinstance(self.bundle.codec, VAECodec):
+            self.bundle.codec.cache = ContentCache(settings.dir, "latents")
+            caches.append(self.bundle.codec.cache)
+        if settings.text and isinstance(self.bundle.text_encoder, PretrainedTextEncoder):
+            self.bundle.text_encoder.cache = ContentCache(settings.dir, "text")
+            caches.append(self.bundle.text_encoder.cache)
+        self.caches = caches
+        return caches
+
+    def log_data_report(self, report: list[dict]) -> None:
+        """What the data pipeline will feed each phase: nothing is dropped or repeated silently."""
+        if not report:
+            return
+        (self.run_dir / "data_report.json").write_text(json.dumps(report, indent=2))
+        for phase in report:
+            for part in phase["components"]:
+                print(f"[{self.label}] phase {phase['phase']}: {part['name']} {part['kept']} of {part['found']} "
+                      f"images in buckets {', '.join(phase['buckets'])}: {part['batches_per_epoch']} batches/epoch, "
+                      f"{part['repeated']} repeated, {part['dropped']} dropped", flush=True)
 
     def _start_wandb(self, hooks: LoopHooks):
         tracking = self.spec.tracking
@@ -139,6 +168,9 @@ class StageRunner:
     def finish(self, results: dict, seconds: float) -> None:
         summary = {"stage": self.stage.name, "kind": self.stage.kind, "hash": self.stage_plan.hash,
                    "steps": self.stage.steps, "seconds": round(seconds, 1), **results}
+        for cache in getattr(self, "caches", []):
+            cache.flush()
+            summary.setdefault("caches", {})[cache.folder.name] = cache.stats()
         (self.run_dir / "results.json").write_text(json.dumps(summary, indent=2))
         resolved = {"model": self.spec.model.model_dump(mode="json", by_alias=True),
                     "stage": self.stage.model_dump(mode="json", by_alias=True)}

@@ -23,7 +23,7 @@ class FlowMatchingObjective:
 
     def __call__(self, step: int, micro: int, generator: torch.Generator):
         batch = self.stream.batch(step, micro)
-        x0 = self.bundle.codec.encode(batch.x.to(self.device), generator)
+        x0 = self.bundle.codec.encode(batch.x.to(self.device), generator, batch.keys)
         n = x0.shape[0]
         eps = torch.randn(x0.shape, generator=generator).to(self.device)
         seq_len = max(batch.height // self.multiple, 1) * max(batch.width // self.multiple, 1)
@@ -47,6 +47,7 @@ class FlowMatchingStage(StageRunner):
         accumulation = train.global_batch // (micro * devices)
         multiple = latent_multiple(self.bundle) if self.spec.model.kind != "mlp" else 1
         self.stream = BatchStream(self.stage.data, self.stage_plan.seed, micro, accumulation, multiple)
+        self.log_data_report(self.stream.report())
         objective = FlowMatchingObjective(self.bundle, self.stream, self.stage.timesteps, train.cfg_dropout, self.device)
         return objective, accumulation
 

@@ -50,6 +50,7 @@ class LoopConfig:
 class LoopHooks:
     on_log: list[Callable[[dict], None]] = field(default_factory=list)
     on_samples: Callable[[int], None] | None = None  # called with the step; must not touch training RNG
+    on_checkpoint: list[Callable[[int], None]] = field(default_factory=list)  # e.g. flush caches
 
 
 def autocast(config: LoopConfig):
@@ -144,6 +145,8 @@ class Trainer:
                 timed = minutes is not None and time.monotonic() - last_save > 60 * minutes
                 if self.step % config.checkpoint_every == 0 or done or timed:
                     self.checkpoint()
+                    for hook in self.hooks.on_checkpoint:
+                        hook(self.step)
                     last_save = time.monotonic()
                 if self.hooks.on_samples and (self.step % config.samples_every == 0 or done):
                     self.hooks.on_samples(self.step)
