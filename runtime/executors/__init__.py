@@ -46,9 +46,6 @@ def unsupported_stages(plan: Plan) -> list[Issue]:
         if stage.lora is not None:
             issues.append(Issue(Location(plan.stage(stage.name).loc), f"stages.{stage.name}.lora",
                                 "LoRA training has no runtime in this version of flowspec yet"))
-        if getattr(stage, "aux_losses", None):
-            issues.append(Issue(Location(plan.stage(stage.name).loc), f"stages.{stage.name}.aux_losses",
-                                "REPA has no runtime in this version of flowspec yet"))
     return issues
 
 

@@ -93,7 +93,8 @@ class StageRunner:
         hooks = LoopHooks(on_samples=self._isolated(self.sample_grid),
                           on_checkpoint=[lambda step: [c.flush() for c in caches]])
         self.wandb = self._start_wandb(hooks)
-        self.trainer = Trainer(self.loop_config(accumulation), self.bundle.trainable_modules(), objective,
+        modules = {**self.bundle.trainable_modules(), **self.extra_modules()}
+        self.trainer = Trainer(self.loop_config(accumulation), modules, objective,
                                self.stage.train, self.stage.optimizer, hooks)
         if self.stage.train.compile:
             self.bundle.denoiser.net.compile()
@@ -179,6 +180,10 @@ class StageRunner:
         (self.run_dir / DONE_MARKER).write_text(json.dumps(summary, indent=2))
 
     # hooks for subclasses
+    def extra_modules(self) -> dict:
+        """Trained modules that are not part of the exported model (e.g. the REPA projector)."""
+        return {}
+
     def objective(self):
         raise NotImplementedError
 

@@ -14,8 +14,8 @@ from .evaluation import evaluate_shapes, evaluate_toy2d, loss_plot, write_report
 class FlowMatchingObjective:
     """L = E_t,eps [ w(t) |v(x_t, t, c) - (eps - x0)|^2 ], the condition dropped with probability cfg_dropout."""
 
-    def __init__(self, bundle, stream: BatchStream, timesteps_block, cfg_dropout: float, device):
-        self.bundle, self.stream, self.device = bundle, stream, device
+    def __init__(self, bundle, stream: BatchStream, timesteps_block, cfg_dropout: float, device, repa=None):
+        self.bundle, self.stream, self.device, self.repa = bundle, stream, device, repa
         self.timesteps = TimestepDistribution.from_spec(timesteps_block)
         self.cfg_dropout = cfg_dropout
         self.path = LinearPath()
@@ -35,7 +35,13 @@ class FlowMatchingObjective:
         cond = make_condition(self.bundle, batch.captions, batch.class_labels, size, drop)
         v = self.bundle.denoiser.velocity(sample.x_t, t, cond)
         loss = flow_matching_loss(v.float(), sample.velocity.float(), weight)
-        return loss, {"phase": batch.phase, "resolution": batch.height}
+        metrics = {"phase": batch.phase, "resolution": batch.height}
+        if self.repa is not None:
+            # REPA reads the block output of the forward above and aligns it with the clean image's features.
+            metrics["fm_loss"] = loss.item()
+            loss = loss + self.repa(batch.x.to(self.device), x0.shape[-2], x0.shape[-1])
+            metrics["repa_loss"] = self.repa.last_value
+        return loss, metrics
 
 
 class FlowMatchingStage(StageRunner):
@@ -48,8 +54,23 @@ class FlowMatchingStage(StageRunner):
         multiple = latent_multiple(self.bundle) if self.spec.model.kind != "mlp" else 1
         self.stream = BatchStream(self.stage.data, self.stage_plan.seed, micro, accumulation, multiple)
         self.log_data_report(self.stream.report())
-        objective = FlowMatchingObjective(self.bundle, self.stream, self.stage.timesteps, train.cfg_dropout, self.device)
+        objective = FlowMatchingObjective(self.bundle, self.stream, self.stage.timesteps, train.cfg_dropout, self.device,
+                                          self.build_repa())
         return objective, accumulation
+
+    def build_repa(self):
+        losses = getattr(self.stage, "aux_losses", [])
+        if not losses:
+            return None
+        from ..models.repa import RepaLoss
+
+        config = self.spec.model.resolved_config()
+        width = config["num_attention_heads"] * config["attention_head_dim"]
+        self.repa = RepaLoss(losses[0], self.bundle.denoiser, width).to(self.device)
+        return self.repa
+
+    def extra_modules(self) -> dict:
+        return {"repa_projector": self.repa} if getattr(self, "repa", None) is not None else {}
 
     @property
     def toy(self) -> bool:
