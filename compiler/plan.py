@@ -49,6 +49,7 @@ class StagePlan:
     ops: tuple[OpNode, ...]
     cache: str = "miss"  # hit: finished artifact; resume: checkpoints exist; miss
     estimate: Estimate | None = None
+    data_report: tuple[dict, ...] = ()  # per curriculum phase: buckets, images, repeats, drops (filled by `plan`)
 
 
 @dataclass(frozen=True)

@@ -45,5 +45,19 @@ def render_plan(plan: "Plan") -> str:
         out.append("    " + " -> ".join(op.op for op in s.ops))
         for note in (s.estimate.notes if s.estimate else ()):
             out.append(f"    note: {note}")
+        for phase in s.data_report:
+            out += _phase_lines(phase)
     out += [str(w) for w in plan.warnings]
     return "\n".join(out)
+
+
+def _phase_lines(phase: dict) -> list[str]:
+    lines = []
+    for part in phase["components"]:
+        lines.append(f"    phase {phase['phase']} ({part['name']}, {part['kept']} of {part['found']} images): "
+                     f"{part['batches_per_epoch']} batches/epoch, {part['repeated']} repeated, {part['dropped']} dropped")
+        cells = [f"{b['bucket']}: {b['images']} img / {b['batches']} batches" +
+                 (f" +{b['repeated']} rep" if b["repeated"] else "") + (f" -{b['dropped']} drop" if b["dropped"] else "")
+                 for b in part["per_bucket"]]
+        lines.append("        " + "; ".join(cells))
+    return lines

@@ -60,8 +60,27 @@ def estimate_plan(plan: Plan) -> Plan:
     measured = _Measured(plan.spec.model)
     for stage_plan in plan.stages:
         estimate = estimate_stage(plan, stage_plan, measured)
-        plan = plan.replace_stage(dataclasses.replace(stage_plan, estimate=estimate))
+        report = tuple(data_report(plan, stage_plan))
+        plan = plan.replace_stage(dataclasses.replace(stage_plan, estimate=estimate, data_report=report))
     return plan
+
+
+def data_report(plan: Plan, stage_plan: StagePlan) -> list[dict]:
+    """Images per aspect bucket, repeats and drops of every curriculum phase, as training will see them."""
+    from .data.stream import BatchStream
+
+    spec = plan.spec
+    stage = next(s for s in spec.stages if s.name == stage_plan.name)
+    if stage.data.source.kind == "toy2d" or any(
+            getattr(c.source if stage.data.source.kind == "mixture" else c, "kind", "") == "webdataset"
+            for c in getattr(stage.data.source, "components", [stage.data.source])):
+        return []
+    devices = stage.executor.num_devices()
+    micro = stage.train.micro_batch or stage.train.global_batch // devices
+    accumulation = stage.train.global_batch // (micro * devices)
+    latent = spec.model.latent
+    multiple = (latent.factor() if latent.kind == "vae" else 1) * spec.model.patch_factor()
+    return BatchStream(stage.data, stage_plan.seed, micro, accumulation, multiple, world=devices).report()
 
 
 def count_params(module: torch.nn.Module, trainable_only: bool = False) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..core import LinearPath, TimestepDistribution, condition_dropout_mask, flow_matching_loss
+from ..data.loader import PrefetchingStream
 from ..data.stream import BatchStream
 from ..models.conditioning import make_condition
 from ..sampling import SampleRequest, generate, latent_multiple
@@ -54,7 +55,10 @@ class FlowMatchingStage(StageRunner):
         multiple = latent_multiple(self.bundle) if self.spec.model.kind != "mlp" else 1
         self.stream = BatchStream(self.stage.data, self.stage_plan.seed, micro, accumulation, multiple)
         self.log_data_report(self.stream.report())
-        objective = FlowMatchingObjective(self.bundle, self.stream, self.stage.timesteps, train.cfg_dropout, self.device,
+        loader = self.stage.data.loader
+        feed = self.stream if loader.num_workers == 0 else PrefetchingStream(
+            self.stream, accumulation, self.stage.steps, loader.num_workers, loader.prefetch_factor)
+        objective = FlowMatchingObjective(self.bundle, feed, self.stage.timesteps, train.cfg_dropout, self.device,
                                           self.build_repa())
         return objective, accumulation
 
