@@ -1,0 +1,79 @@
+"""Training on real image folders mixed with shapes: filters, per-phase mixture weights, bucket counts
+that the plan and the run report alike, and latent caches that hit on a second run."""
+import json
+
+import numpy as np
+from PIL import Image
+
+from .helpers import flowspec, stage_dir, weights, write_spec
+
+SPEC = """\
+flowspec: 1
+name: mix
+seed: 1
+model:
+  kind: mmdit
+  preset: tiny
+  config: {sample_size: 16, patch_size: 2, num_layers: 1}
+  latent: {kind: vae, preset: tiny}
+  text_encoder: {kind: builtin, num_layers: 1, max_tokens: 8}
+data:
+  source:
+    kind: mixture
+    components:
+      - {name: synthetic, weight: 1.0, source: {kind: shapes, num_images: 32}}
+      - name: photos
+        weight: 1.0
+        source: {kind: imagefolder, path: photos, filters: [{field: score, min: 0.5}]}
+  curriculum:
+    - {at_step: 0, resolution: 16, aspect_ratios: [0.5, 1.0, 2.0], complexity: [1, 5]}
+    - {at_step: 3, resolution: 32, aspect_ratios: [1.0], complexity: [1, 5], mixture: {synthetic: 1.0, photos: 3.0}}
+  cache: {latents: true, dir: cache}
+train:
+  global_batch: 4
+  log_every: 1
+  checkpoint: {every: 3}
+  samples: {every: 100, num_steps: 2, per_prompt: 1, prompts: ["a red circle"]}
+stages:
+  - {name: pretrain, kind: pretrain, steps: 6}
+"""
+
+
+def make_photos(folder, count=12):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(count):
+        height, width = [(20, 40), (32, 32), (40, 20)][i % 3]
+        pixels = rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i:02d}.png")
+        lines.append(json.dumps({"file_name": f"img{i:02d}.png", "text": f"photo number {i}", "score": (i % 4) / 4}))
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_mixture_with_filters_reports_counts_in_plan_and_run_and_caches_latents(tmp_path):
+    make_photos(tmp_path / "photos")
+    write_spec(tmp_path, SPEC)
+    plan = json.loads(flowspec("plan", "spec.yaml", "--json", cwd=tmp_path).stdout)
+    phases = plan["stages"][0]["data_report"]
+    photos = phases[0]["components"][1]
+    assert photos["found"] == 12 and photos["filtered"] == 6 and photos["kept"] == 6  # scores 0.5 and 0.75 pass
+    assert sum(b["images"] for b in photos["per_bucket"]) == 6
+    assert phases[1]["components"][1]["share"] == 0.75
+
+    first = flowspec("run", "spec.yaml", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "photos 6 of 12 images" in first.stdout
+    run = stage_dir(tmp_path, "mix", "pretrain")
+    assert json.loads((run / "data_report.json").read_text()) == phases
+    results = json.loads((run / "results.json").read_text())
+    assert results["caches"]["latents"]["misses"] > 0
+
+    again = flowspec("run", "spec.yaml", "--set", "output_dir=again", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    rerun = next((tmp_path / "again/mix").glob("pretrain-*"))
+    cached = json.loads((rerun / "results.json").read_text())["caches"]["latents"]
+    assert cached["misses"] == 0 and cached["hits"] == results["caches"]["latents"]["hits"] + \
+        results["caches"]["latents"]["misses"]
+    a, b = weights(run), weights(rerun)
+    assert all((a[k] == b[k]).all() for k in a)  # a warm cache changes nothing but the speed
