@@ -119,9 +119,8 @@ class BatchStream:
         if data.source.kind == "toy2d":
             self.toy = Toy2DBatches(data.source, seed)
             return
-        if any(block.kind == "webdataset" for _, _, block in _components(data.source)):
-            raise NotImplementedError("webdataset sources stream through runtime/data/webdataset_stream.py; "
-                                      "this trainer reads shapes and image folders")
+        if data.source.kind == "mixture" and any(c.source.kind == "webdataset" for c in data.source.components):
+            raise NotImplementedError("a webdataset source cannot be part of a mixture yet: use it on its own")
         from .sources import ImageFolder
 
         self.sources = {name: ImageFolder(block) for name, _, block in _components(data.source)
@@ -144,6 +143,8 @@ class BatchStream:
         if self.data.source.kind == "toy2d":
             return Batch(self.toy.batch((step * self.accumulation + micro) * self.world + self.rank, self.size),
                          [""] * self.size, None, 0, 0, index)
+        if self.data.source.kind == "webdataset":
+            return self._streamed(step, micro, index)
         phase = self.phase(index)
         component, bucket, items, epoch = phase.batch(step - self.data.curriculum[index].at_step)
         mine = split(items, self.world, self.rank, micro, self.accumulation)
@@ -154,7 +155,26 @@ class BatchStream:
                      torch.tensor([it.label for it in loaded]), bucket.height, bucket.width, index,
                      [it.key for it in loaded])
 
+    def _streamed(self, step: int, micro: int, index: int) -> Batch:
+        """Webdataset: one reader per rank, so data-loader workers change the speed, never the data (each
+        worker reads every header of its rank's shards and decodes only its own micro-batches)."""
+        if index not in self._phases:
+            from .buckets import make_buckets
+            from .webdataset_phase import WebDatasetPhase
+
+            phase = self.data.curriculum[index]
+            buckets = make_buckets(phase.resolution, phase.aspect_ratios, self.multiple)
+            self._phases[index] = WebDatasetPhase(self.data.source, self.seed, phase, buckets, self.size,
+                                                  self.data.buckets)
+        m = (step - self.data.curriculum[index].at_step) * self.accumulation + micro
+        bucket, items = self._phases[index].micro_batch(self.rank, self.world, m, self.data.buckets.crop)
+        images = torch.from_numpy(np.stack([it.image for it in items])).permute(0, 3, 1, 2)
+        return Batch(images.float().div(127.5).sub(1.0), [it.caption for it in items], None,
+                     bucket.height, bucket.width, index, [it.key for it in items])
+
     def report(self) -> list[dict]:
         if self.data.source.kind == "toy2d":
             return []
+        if self.data.source.kind == "webdataset":
+            return [{"phase": i, "streamed": True, **phase.summary()} for i, phase in sorted(self._phases.items())]
         return [self.phase(i).report() for i in range(len(self.data.curriculum))]

@@ -1,6 +1,8 @@
 """Pre-training and fine-tuning: the flow-matching objective on the stage's data and curriculum."""
 from __future__ import annotations
 
+import json
+
 import torch
 
 from ..core import LinearPath, TimestepDistribution, condition_dropout_mask, flow_matching_loss
@@ -107,11 +109,20 @@ class FlowMatchingStage(StageRunner):
         self.log_image("samples", path, step)
 
     def evaluate(self) -> dict:
+        results = {}
+        if self.stage.data.source.kind == "webdataset":
+            # Streamed data is counted while it is read (in this process; workers count their own).
+            results["data"] = self.stream.report()
+            (self.run_dir / "data_report.json").write_text(json.dumps(results["data"], indent=2))
+            for phase in results["data"]:
+                print(f"[{self.label}] phase {phase['phase']}: webdataset read {phase['read']}, kept {phase['kept']}, "
+                      f"filtered {phase['filtered']}, missing image {phase['missing_image']}, missing caption "
+                      f"{phase['missing_caption']}; {phase['repeated']} repeated, {phase['dropped']} dropped", flush=True)
         if self.toy:
-            return evaluate_toy2d(self)
+            return {**results, **evaluate_toy2d(self)}
         if self.stage.data.source.kind == "shapes":
-            return evaluate_shapes(self)
-        return {}
+            return {**results, **evaluate_shapes(self)}
+        return results
 
     def report(self, summary: dict) -> None:
         loss_plot(self.run_dir)

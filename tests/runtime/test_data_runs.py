@@ -77,3 +77,23 @@ def test_mixture_with_filters_reports_counts_in_plan_and_run_and_caches_latents(
         results["caches"]["latents"]["misses"]
     a, b = weights(run), weights(rerun)
     assert all((a[k] == b[k]).all() for k in a)  # a warm cache changes nothing but the speed
+
+
+def test_webdataset_training_is_the_same_with_and_without_loader_workers(tmp_path):
+    from ..data.test_webdataset_stream import make_shards
+
+    (tmp_path / "shards").mkdir()
+    urls = make_shards(tmp_path / "shards")
+    spec = SPEC.split("data:")[0] + f"""data:
+  source: {{kind: webdataset, urls: "{urls}"}}
+  curriculum: [{{at_step: 0, resolution: 16, aspect_ratios: [0.5, 1.0, 2.0], complexity: [1, 5]}}]
+""" + "train:" + SPEC.split("train:")[1]
+    write_spec(tmp_path, spec)
+    plain = flowspec("run", "spec.yaml", cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    assert "webdataset read" in plain.stdout
+    workers = flowspec("run", "spec.yaml", "--set", "data.loader.num_workers=2", "--set", "output_dir=w", cwd=tmp_path)
+    assert workers.returncode == 0, workers.stderr
+    a = weights(stage_dir(tmp_path, "mix", "pretrain"))
+    b = weights(next((tmp_path / "w/mix").glob("pretrain-*")))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
