@@ -152,6 +152,7 @@ class Buckets(Block):
 class Cache(Block):
     latents: bool = Field(False, description="Cache VAE latents on disk, keyed by the content of everything they depend on.")
     text: bool = Field(False, description="Cache the embeddings of frozen text encoders the same way.")
+    repa_targets: bool = Field(False, description="Cache REPA's frozen vision-encoder features of the clean images.")
     dir: str = Field(".cache/flowspec", description="Cache folder, shared by stages and runs.")
 
 

@@ -175,6 +175,24 @@ class RepaLoss(nn.Module):
         self._last = value.detach()  # converted only when read: no device sync per step
         return value * self.lambda_
 
+    def cached_targets(self, clean_images: torch.Tensor, keys: list[str], latent_height: int, latent_width: int,
+                       cache) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Encoder tokens of the clean images, read from `cache` where an item (by content key) has them."""
+        from ..data.cache import content_key, module_fingerprint
+
+        grid = student_grid(self.family, self.config, latent_height, latent_width)
+        if getattr(self, "_fingerprint", None) is None:
+            object.__setattr__(self, "_fingerprint", module_fingerprint(self.encoder, type(self.encoder).__name__))
+        full = [content_key(item=k, encoder=self._fingerprint, grid=grid) for k in keys]
+        found = [cache.get(k) for k in full]
+        missing = [i for i, f in enumerate(found) if f is None]
+        if missing:
+            fresh = self.encoder.patch_features(clean_images[missing], grid=grid)
+            for j, i in enumerate(missing):
+                found[i] = {"tokens": fresh[j]}
+                cache.put(full[i], found[i])
+        return torch.stack([f["tokens"] for f in found]).to(clean_images.device), grid
+
     @property
     def last_value(self) -> float | None:
         """The unscaled L_REPA of the last call, for logging."""

@@ -19,6 +19,7 @@ class FlowMatchingObjective:
 
     def __init__(self, bundle, stream: BatchStream, timesteps_block, cfg_dropout: float, device, repa=None):
         self.bundle, self.stream, self.device, self.repa = bundle, stream, device, repa
+        self.repa_cache = None
         self.timesteps = TimestepDistribution.from_spec(timesteps_block)
         self.cfg_dropout = cfg_dropout
         self.path = LinearPath()
@@ -42,7 +43,11 @@ class FlowMatchingObjective:
         if self.repa is not None:
             # REPA reads the block output of the forward above and aligns it with the clean image's features.
             metrics["fm_loss"] = loss.item()
-            loss = loss + self.repa(batch.x.to(self.device), x0.shape[-2], x0.shape[-1])
+            clean, (lh, lw) = batch.x.to(self.device), x0.shape[-2:]
+            target = grid = None
+            if self.repa_cache is not None and batch.keys is not None:
+                target, grid = self.repa.cached_targets(clean, batch.keys, lh, lw, self.repa_cache)
+            loss = loss + self.repa(clean, lh, lw, target=target, target_grid=grid)
             metrics["repa_loss"] = self.repa.last_value
         return loss, metrics
 
@@ -62,6 +67,11 @@ class FlowMatchingStage(StageRunner):
             self.stream, accumulation, self.stage.steps, loader.num_workers, loader.prefetch_factor)
         objective = FlowMatchingObjective(self.bundle, feed, self.stage.timesteps, train.cfg_dropout, self.device,
                                           self.build_repa())
+        if objective.repa is not None and self.stage.data.cache.repa_targets:
+            from ..data.cache import ContentCache
+
+            objective.repa_cache = ContentCache(self.stage.data.cache.dir, "repa")
+            self.caches.append(objective.repa_cache)
         return objective, accumulation
 
     def build_repa(self):
