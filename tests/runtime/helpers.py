@@ -49,7 +49,7 @@ train:
   micro_batch: 4
   ema: {decay: 0.9}
   log_every: 2
-  checkpoint: {every: 4}
+  checkpoint: {every: 2}
   samples: {every: 8, num_steps: 3, per_prompt: 1, prompts: ["a red circle"]}
 stages:
   - {name: pretrain, kind: pretrain, steps: 16}

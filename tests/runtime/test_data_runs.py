@@ -97,3 +97,16 @@ def test_webdataset_training_is_the_same_with_and_without_loader_workers(tmp_pat
     a = weights(stage_dir(tmp_path, "mix", "pretrain"))
     b = weights(next((tmp_path / "w/mix").glob("pretrain-*")))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_sdxl_like_smoke_pretrains_through_its_two_phase_bucketed_curriculum(tmp_path, root):
+    run = flowspec("run", str(root / "specs/sdxl_like.yaml"), "--profile", "smoke", "--stage", "pretrain",
+                   "--set", "train.log_every=1", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "phase 1: shapes 256 of 256 images in buckets 56x72, 64x64, 72x56" in run.stdout
+    pretrain = stage_dir(tmp_path, "sdxl_like", "pretrain")
+    report = json.loads((pretrain / "data_report.json").read_text())
+    assert [p["buckets"] for p in report] == [["32x32"], ["56x72", "64x64", "72x56"]]
+    records = [json.loads(line) for line in (pretrain / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in records] == [0] * 6 + [1] * 6  # the phase changes exactly at step 6
+    assert {r["resolution"] for r in records[6:]} <= {56, 64, 72} and {r["resolution"] for r in records[:6]} == {32}
