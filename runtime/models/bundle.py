@@ -7,6 +7,7 @@ with from_pretrained), `text_encoder/` when the encoder is trained with the mode
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +51,28 @@ class ModelBundle:
         return self
 
 
+@contextmanager
+def single_threaded():
+    """Build models on one thread. Constructors compute buffers such as SD3's sin/cos position table
+    with multi-threaded elementwise kernels whose last bits changed from process to process (measured:
+    2 runs in 24), which broke bitwise resume; one thread makes the initial weights a function of the
+    seed alone."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def build_bundle(model_spec, seed: int, device: str | torch.device = "cpu") -> ModelBundle:
-    """Random initialisation from `seed` (or model.init.path), deterministic on CPU."""
+    """Random initialisation from `seed` (or model.init.path), the same in every process."""
+    with single_threaded():
+        bundle = _build(model_spec, seed)
+    return bundle.to(device)
+
+
+def _build(model_spec, seed: int) -> ModelBundle:
     torch.manual_seed(seed)
     net = build_denoiser(model_spec)
     if model_spec.init.path:
@@ -61,7 +82,7 @@ def build_bundle(model_spec, seed: int, device: str | torch.device = "cpu") -> M
     if text_encoder is not None and pooled is None:
         pooled = _pooled_width(text_encoder)
     denoiser = wrap(net, model_spec, pooled)
-    return ModelBundle(denoiser, text_encoder, build_codec(model_spec.latent)).to(device)
+    return ModelBundle(denoiser, text_encoder, build_codec(model_spec.latent))
 
 
 def _pooled_width(encoder: nn.Module) -> int:
