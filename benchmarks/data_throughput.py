@@ -107,7 +107,7 @@ def main():
     print(f"source {args.source}, micro-batch {micro}, {args.batches} batches, buckets at 64 px, torch threads "
           f"{torch.get_num_threads()}")
     print(f"  load (render/decode + resize + crop), 1 process : {rate(n, load)}")
-    print(f"  load with {args.workers} data-loader workers          : {rate(n, load_workers)}")
+    print(f"  load with {args.workers} data-loader workers             : {rate(n, load_workers)}")
     print(f"  VAE encode, cold                               : {rate(n, encode_cold)}")
     print(f"  VAE encode, cached                             : {rate(n, encode_cached)}")
     print(f"  pipeline cold (load + encode)                  : {rate(n, load + encode_cold)}")
