@@ -19,7 +19,7 @@ from flowspec.runtime.core import (
 from flowspec.runtime.core.shifts import SHIFT_KINDS
 from flowspec.schemas import timesteps as spec
 
-from .strategies import alphas, flux_mus, logit_means, logit_stds, num_steps, parity_alphas, ts, union_kinds
+from ..strategies import alphas, flux_mus, logit_means, logit_stds, num_steps, parity_alphas, ts, union_kinds
 
 T = torch.linspace(1e-3, 1 - 1e-3, 999, dtype=torch.float64)
 

@@ -24,7 +24,7 @@ from flowspec.runtime.core import (
 from flowspec.runtime.core.timesteps import SAMPLER_KINDS
 from flowspec.schemas import timesteps as spec
 
-from .strategies import (
+from ..strategies import (
     generator,
     ks_critical,
     ks_two_sample,

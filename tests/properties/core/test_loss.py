@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from flowspec.runtime.core import condition_dropout_mask, flow_matching_loss, per_sample_loss
 
-from .strategies import floats, generator, seeds
+from ..strategies import floats, generator, seeds
 
 shapes = st.sampled_from([(4, 3), (2, 4, 8, 8), (5, 1, 7), (3, 16, 2, 3, 3)])
 

@@ -15,7 +15,7 @@ from flowspec.runtime.core import (
     rectified_gaussian_velocity,
 )
 
-from .strategies import dims, generator, grids, mus, seeds, stds, ts
+from ..strategies import dims, generator, grids, mus, seeds, stds, ts
 
 # Monte-Carlo sizes: tensors stay below 32768 elements, where torch runs an op on one thread (fast,
 # stable timing on a shared 2-core machine); larger samples are accumulated chunk by chunk.

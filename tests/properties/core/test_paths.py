@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from flowspec.runtime.core import LinearPath, PathSample
 
-from .strategies import generator, seeds, ts
+from ..strategies import generator, seeds, ts
 
 PATH = LinearPath()
 

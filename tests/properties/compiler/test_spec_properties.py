@@ -10,7 +10,7 @@ from flowspec.compiler import SpecError, compile_spec
 from flowspec.compiler.yamlpos import load_file, to_plain
 from flowspec.schemas.base import Block, kind_tag
 
-from ..conftest import SPECS
+from ...conftest import SPECS
 
 SPEC_FILES = [str(p) for p in SPECS]
 ALL_KINDS = sorted({kind_tag(c) for c in Block.__subclasses__() for c in [c, *c.__subclasses__()]

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from flowspec.runtime.core import LinearPath, cfg_velocity, euler, heun, inference_sigmas, sample_ode
 
-from .strategies import floats, generator, grids, seeds
+from ..strategies import floats, generator, grids, seeds
 
 
 def dirac_field(x0):
