@@ -1,0 +1,123 @@
+"""LoRA on every family: peft adapters injected into the backbone, merged in place, exported for diffusers.
+
+The adapter goes into `bundle.denoiser.net` with `peft.inject_adapter_in_model` for every family (DiT and
+PixArt have no diffusers `add_adapter`), so the update of a targeted layer is `W x + (alpha / r) B A x`
+with B = 0 at init. Under LoRA only the adapter parameters train: the backbone, the denoiser's own
+layers (DiT's text projection) and the text encoder are frozen.
+
+Export writes `<folder>/lora/pytorch_lora_weights.safetensors` in the diffusers pipeline format: keys
+prefixed by the component (`transformer.` or `unet.`) and the LoRA config in the file's
+`lora_adapter_metadata`, so alpha survives a reload. Loading it back:
+
+- mmdit / flux / unet: `StableDiffusion3Pipeline` / `FluxPipeline` / `StableDiffusionXLPipeline`
+  `.lora_state_dict(folder / "lora", weight_name=WEIGHT_NAME)`, or into a bare model with
+  `model.load_lora_adapter(str(folder / "lora"), weight_name=WEIGHT_NAME, prefix=COMPONENT[kind])`
+  (pass the folder and the weight name: a file path skips the metadata and resets alpha to r).
+- dit / pixart / mlp (no diffusers loader): `config = LoraConfig.from_pretrained(folder / "lora")`,
+  `inject_adapter_in_model(config, model)`, then `peft.set_peft_model_state_dict(model, state)` with
+  `state` the file's tensors with the `transformer.` (mlp: `denoiser.`) prefix removed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+from .bundle import ModelBundle
+
+WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+ADAPTER = "default"
+# The pipeline component each family's backbone is, i.e. the key prefix in the exported file.
+COMPONENT = {"dit": "transformer", "mmdit": "transformer", "flux": "transformer", "pixart": "transformer",
+             "unet": "unet", "mlp": "denoiser"}
+
+
+def lora_config(block) -> LoraConfig:
+    """The peft config of a `lora:` block (a fresh object: peft resolves 'all-linear' in place)."""
+    targets = block.targets if isinstance(block.targets, str) else list(block.targets)
+    return LoraConfig(r=block.rank, lora_alpha=block.resolved_alpha(), lora_dropout=block.dropout,
+                      target_modules=targets, init_lora_weights=True if block.init == "default" else "gaussian")
+
+
+def is_adapter_parameter(name: str) -> bool:
+    return "lora_" in name
+
+
+def has_lora(bundle: ModelBundle) -> bool:
+    return any(isinstance(m, BaseTunerLayer) for m in bundle.denoiser.net.modules())
+
+
+def attach_lora(bundle: ModelBundle, block) -> int:
+    """Inject the adapter into the backbone, freeze everything else; the number of trainable parameters
+    (equal to runtime.estimate.lora_params for the same spec)."""
+    if has_lora(bundle):
+        raise ValueError("the denoiser already carries a LoRA adapter")
+    inject_adapter_in_model(lora_config(block), bundle.denoiser.net, adapter_name=ADAPTER)
+    for module in (bundle.denoiser, bundle.text_encoder):
+        if module is None:
+            continue
+        for name, param in module.named_parameters():
+            param.requires_grad_(is_adapter_parameter(name))
+    return sum(p.numel() for m in bundle.trainable_modules().values() for p in m.parameters() if p.requires_grad)
+
+
+def lora_state_dict(bundle: ModelBundle) -> dict[str, torch.Tensor]:
+    """The adapter weights, peft-named without the adapter name (`...to_q.lora_A.weight`), on CPU."""
+    state = get_peft_model_state_dict(bundle.denoiser.net, adapter_name=ADAPTER)
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def merge_lora(bundle: ModelBundle) -> None:
+    """W <- W + (alpha / r) B A in every adapted layer, then put the base layers back: the backbone is
+    a plain diffusers model again (same state_dict keys as before attach_lora). Parameters stay frozen."""
+    net = bundle.denoiser.net
+    if not has_lora(bundle):
+        raise ValueError("the denoiser carries no LoRA adapter to merge")
+    for name, module in list(net.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            module.merge()
+            parent_name, _, child = name.rpartition(".")
+            parent = net.get_submodule(parent_name) if parent_name else net
+            setattr(parent, child, module.get_base_layer())
+    if hasattr(net, "peft_config"):
+        del net.peft_config
+
+
+def _pipeline_loader(kind: str):
+    """The diffusers LoRA loader mixin of the family's pipeline (the class the pipeline inherits
+    save_lora_weights and lora_state_dict from); None where diffusers has none."""
+    from diffusers.loaders import FluxLoraLoaderMixin, SD3LoraLoaderMixin, StableDiffusionXLLoraLoaderMixin
+
+    return {"mmdit": SD3LoraLoaderMixin, "flux": FluxLoraLoaderMixin,
+            "unet": StableDiffusionXLLoraLoaderMixin}.get(kind)
+
+
+def export_lora(bundle: ModelBundle, block, folder: Path) -> Path:
+    """Write `folder/lora/pytorch_lora_weights.safetensors` (diffusers pipeline format, the config as
+    metadata) and `folder/lora/adapter_config.json` (peft's LoraConfig); returns the weights file."""
+    if not has_lora(bundle):
+        raise ValueError("the denoiser carries no LoRA adapter to export (merged already?)")
+    kind = bundle.denoiser.spec.kind
+    component = COMPONENT[kind]
+    target = Path(folder) / "lora"
+    target.mkdir(parents=True, exist_ok=True)
+    # The injected config: 'all-linear' is resolved there to the module names actually adapted.
+    config = bundle.denoiser.net.peft_config[ADAPTER]
+    if (config.r, config.lora_alpha) != (block.rank, block.resolved_alpha()):
+        raise ValueError(f"the attached adapter (r={config.r}, alpha={config.lora_alpha}) is not this lora block's")
+    layers, metadata = lora_state_dict(bundle), config.to_dict()
+    loader = _pipeline_loader(kind)
+    if loader is not None:
+        loader.save_lora_weights(str(target), weight_name=WEIGHT_NAME, **{f"{component}_lora_layers": layers,
+                                 f"{component}_lora_adapter_metadata": metadata})
+    else:
+        from diffusers.loaders.lora_base import LoraBaseMixin
+
+        LoraBaseMixin.write_lora_layers(
+            state_dict={f"{component}.{k}": v for k, v in layers.items()}, save_directory=str(target),
+            is_main_process=True, weight_name=WEIGHT_NAME, save_function=None, safe_serialization=True,
+            lora_adapter_metadata={f"{component}.{k}": v for k, v in metadata.items()})
+    config.save_pretrained(str(target))
+    return target / WEIGHT_NAME
