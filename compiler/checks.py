@@ -136,3 +136,5 @@ def prompt_templates(spec: Spec) -> Iterator[Finding]:
             jinja2.Environment(undefined=jinja2.StrictUndefined).parse(enhancer.template)
         except jinja2.TemplateSyntaxError as exc:
             yield Finding(("stages", i, "prompt_enhancer", "template"), f"jinja2 template: {exc.message} (line {exc.lineno})")
+        except RecursionError:
+            yield Finding(("stages", i, "prompt_enhancer", "template"), "jinja2 template: nested too deeply to parse")

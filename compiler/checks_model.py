@@ -5,7 +5,7 @@ from typing import Iterator
 
 from ..schemas import Spec
 from ..schemas.buckets import bucket_sides
-from ..schemas.lora_targets import leaf_names, target_matches
+from ..schemas.lora_targets import SlowPattern, leaf_names, target_matches
 from ..schemas.rewards import is_differentiable
 from .checks import Finding, check
 from .errors import did_you_mean
@@ -35,6 +35,9 @@ def model_matches_data(spec: Spec) -> Iterator[Finding]:
             yield Finding(("stages", i, "data", "source", "kind"),
                           f"{stage.data.source.kind} data needs {want}, but model.kind is {model.kind}")
             return
+    if model.kind == "mlp" and model.latent.kind != "pixel":
+        yield Finding(("model", "latent", "kind"), "the mlp family works on raw 2-D points: latent must be pixel")
+        return
     channels, expected = latent_channels(spec), model.latent_channels_expected()
     if channels != expected:
         key = "in_dim" if model.kind == "mlp" else "in_channels"
@@ -101,7 +104,13 @@ def lora_targets(spec: Spec) -> Iterator[Finding]:
         if stage.lora is None or stage.lora.targets == "all-linear":
             continue
         for j, target in enumerate(stage.lora.targets):
-            if not target_matches(spec.model.kind, target):
+            try:
+                matched = target_matches(spec.model.kind, target)
+            except SlowPattern:
+                yield Finding(("stages", i, "lora", "targets", j), f"the regular expression '{target}' backtracks "
+                              "catastrophically (it took too long to match short module names): simplify it")
+                continue
+            if not matched:
                 leaves = leaf_names(spec.model.kind)
                 yield Finding(("stages", i, "lora", "targets", j), f"no {spec.model.kind} module matches '{target}'"
                               f"{did_you_mean(target, leaves)} (e.g. {', '.join(leaves[:8])})")

@@ -174,12 +174,31 @@ def target_matches(family: str, target: str) -> bool:
     if set(target) & _REGEX_CHARS:
         try:
             pattern = re.compile(target)
-        except re.error:
+        except (re.error, OverflowError, RecursionError):
             return False
         # '#' stands for any block index; try it as 0 so patterns over indices still match.
-        return any(pattern.fullmatch(n.replace("#", "0")) for n in names)
+        return any(_fullmatch(pattern, target, n.replace("#", "0")) for n in names)
     wanted = normalise(target)
     return any(n == wanted or n.endswith("." + wanted) for n in names)
+
+
+class SlowPattern(ValueError):
+    """A regular expression that backtracks catastrophically on module names."""
+
+
+def _fullmatch(pattern: re.Pattern, target: str, name: str) -> bool:
+    """re.fullmatch with a time limit where the `regex` package is there (it comes with transformers):
+    a pattern like (.*.*)*X must not hang validation."""
+    try:
+        import regex
+    except ImportError:
+        return bool(pattern.fullmatch(name))
+    try:
+        return regex.fullmatch(target, name, timeout=0.2) is not None
+    except TimeoutError:
+        raise SlowPattern(target) from None
+    except (regex.error, OverflowError, RecursionError):
+        return False
 
 
 def leaf_names(family: str) -> list[str]:

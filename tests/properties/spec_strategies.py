@@ -1,0 +1,644 @@
+"""Spec documents generated from the schema: a generic walker over the pydantic models of `Spec`.
+
+`blocks(model)` / `values(annotation)` follow the annotations of the models, so a new field, a new
+block or a new `kind` is generated without touching this file. How each annotation is drawn:
+
+- a pydantic model: a mapping with every required field plus a few optional ones (at most
+  MAX_OPTIONAL, picked at random; `everything=True` writes them all); fields marked `frozen=True`
+  are constants and never written; keys are written under their alias (`from`, `lambda`);
+- a `tagged(...)` union (an Annotated Union of `Annotated[Model, Tag(kind)]` with a callable
+  `Discriminator` in its metadata): one member, with `kind: <tag>` written, or sometimes left out
+  when the member is the union's default (what the discriminator says of `{}`); inside a stage's
+  override of a root block `kind` is always written and the member is complete (a block of another
+  kind replaces the root's block instead of merging into it);
+- `X | None`: None about one time in four; any other union: any member;
+- `Literal[...]`: one of its values;
+- int / float: inside the gt/ge/lt/le of the field's metadata (or of an `Annotated[..., Field(...)]`
+  inside the annotation); a side left open gets a small span (SPAN_INT, SPAN_FLOAT); a number with
+  no bound at all is small and positive; bool: either;
+- str: a match of the field's `pattern` (ASCII), else a short word of letters and digits;
+- `list[X]`: min_length items (MinLen) plus up to MAX_EXTRA_ITEMS more, each complete (a list in a
+  stage override replaces the root's list); `tuple[X, Y]`: one of each; `tuple[X, ...]`: 1-2 items;
+  `dict[str, X]`: up to two entries under short names; tuples come out as lists (plain data);
+- `Any` (pass-through keys of the diffusers configs, profile values): a small scalar;
+- anything else raises TypeError, so a new kind of annotation is noticed, not skipped.
+
+The one thing the walker knows about the compiler: its `inherit` pass fills the stage blocks named in
+`INHERITED_BLOCKS` from the root blocks, so in a stage those blocks are optional and partial (no key
+required; tagged members inside them stay complete).
+
+`raw_specs()` are documents shaped by the schema alone. `specs()` also applies FIXUPS, a short list
+of documented edits that make most documents pass the compiler's semantic checks (see below).
+`walk_schema`, `field_paths`, `tagged_unions`, `reachable_models` enumerate the schema;
+`document_keys` reads a generated document back against the schema (for mutations).
+"""
+from __future__ import annotations
+
+import functools
+import string
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Literal
+
+from hypothesis import strategies as st
+from pydantic import BaseModel, Discriminator, Tag, TypeAdapter
+from pydantic.fields import FieldInfo
+
+from flowspec.schemas import Spec
+from flowspec.schemas.data import MAX_COMPLEXITY
+from flowspec.schemas.lora_targets import leaf_names
+from flowspec.schemas.presets import MODEL_PRESETS, VAE_PRESETS
+from flowspec.schemas.stages import INHERITED_BLOCKS, StageBase
+
+MAX_OPTIONAL = 3  # optional fields written per block
+MAX_EXTRA_ITEMS = 1  # list items beyond min_length
+SPAN_INT = 6  # width of an int range open on one side
+SPAN_FLOAT = 8.0
+UNBOUNDED_INTS = (0, 1000)
+UNBOUNDED_FLOATS = (0.125, 4.0)
+WORD = string.ascii_letters + string.digits
+PATTERN_ALPHABET = string.ascii_letters + string.digits + "_.-:/"
+KIND = "kind"  # the key `tagged` unions are told apart by (schemas/base.py)
+
+_NONE = type(None)
+_UNIONS = (typing.Union, types.UnionType)
+_BOUNDS = ("gt", "ge", "lt", "le", "min_length", "max_length", "pattern")
+
+
+# ------------------------------------------------------------------------------- the annotations
+def unwrap(tp: Any, meta: tuple = ()) -> tuple[Any, tuple]:
+    """(bare type, metadata): Annotated layers peeled off, FieldInfo metadata flattened in."""
+    while typing.get_origin(tp) is typing.Annotated:
+        tp, *extra = typing.get_args(tp)
+        meta = (*meta, *extra)
+    flat: list = []
+    for item in meta:
+        flat += unwrap(Any, tuple(item.metadata))[1] if isinstance(item, FieldInfo) else [item]
+    return tp, tuple(flat)
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """A `tagged(...)` union: {tag: model} in declaration order, and the tag a block without `kind` gets."""
+
+    members: dict[str, type[BaseModel]]
+    default: str | None
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.members)
+
+
+def tagged_of(tp: Any, meta: tuple = ()) -> Tagged | None:
+    """The tagged union an annotation is (None if it is not one): the members come from the `Tag`s,
+    the default from what the `Discriminator` says of a mapping without `kind`."""
+    tp, meta = unwrap(tp, meta)
+    disc = next((m for m in meta if isinstance(m, Discriminator)), None)
+    if disc is None:
+        return None
+    single = typing.get_origin(tp) not in _UNIONS  # a one-member union collapses to its member
+    members: dict[str, type[BaseModel]] = {}
+    for arg in ((tp,) if single else typing.get_args(tp)):
+        model, arg_meta = unwrap(arg, meta if single else ())
+        members[next(m.tag for m in arg_meta if isinstance(m, Tag))] = model
+    default = None
+    if callable(disc.discriminator):
+        try:
+            default = disc.discriminator({})
+        except Exception:  # noqa: BLE001 - a discriminator that insists on a kind has no default
+            default = None
+    return Tagged(members, default if default in members else None)
+
+
+def bounds(meta: tuple) -> dict[str, Any]:
+    """gt/ge/lt/le/min_length/max_length/pattern found in the metadata."""
+    return {name: getattr(m, name) for m in meta for name in _BOUNDS if getattr(m, name, None) is not None}
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _inherited(model: type[BaseModel]) -> tuple[str, ...]:
+    return INHERITED_BLOCKS if issubclass(model, StageBase) else ()
+
+
+def field_annotation(info: FieldInfo) -> Any:
+    """The field's annotation with its constraints, for a TypeAdapter."""
+    return typing.Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+
+
+# ------------------------------------------------------------------------------------ the walker
+def values(tp: Any, meta: tuple = (), *, partial: bool = False, everything: bool = False,
+           inherit: bool = True) -> st.SearchStrategy:
+    """Values of annotation `tp` (with field metadata `meta`), as plain data."""
+    try:
+        return _cached_values(tp, meta, partial, everything, inherit)
+    except TypeError as exc:  # unhashable metadata: build it afresh
+        if "unhashable" not in str(exc):
+            raise
+        return _values(tp, meta, partial, everything, inherit)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_values(tp, meta, partial, everything, inherit) -> st.SearchStrategy:
+    return _values(tp, meta, partial, everything, inherit)
+
+
+def _values(tp: Any, meta: tuple, partial: bool, everything: bool, inherit: bool) -> st.SearchStrategy:
+    kw = dict(everything=everything, inherit=inherit)
+    tp, meta = unwrap(tp, meta)
+    union = tagged_of(tp, meta)
+    if union is not None:
+        return tagged_blocks(union, partial=partial, **kw)
+    if tp is Any:
+        return st.one_of(st.booleans(), st.integers(0, 8), st.text(WORD, min_size=1, max_size=6))
+    if tp is _NONE:
+        return st.none()
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return st.sampled_from(args)
+    if origin in _UNIONS:
+        present = [a for a in args if a is not _NONE]
+        some = st.one_of([values(a, meta, partial=partial, **kw) for a in present])
+        if len(present) < len(args):
+            return st.integers(0, 3).flatmap(lambda k: st.none() if k == 0 else some)
+        return some
+    if _is_model(tp):
+        return blocks(tp, partial=partial, **kw)
+    b = bounds(meta)
+    if origin is list:
+        lo = b.get("min_length", 0)
+        return st.lists(values(args[0], **kw), min_size=lo, max_size=b.get("max_length", max(lo, 1) + MAX_EXTRA_ITEMS))
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return st.lists(values(args[0], **kw), min_size=1, max_size=2)
+        return st.tuples(*(values(a, **kw) for a in args)).map(list)
+    if origin is dict:
+        return st.dictionaries(names(), values(args[1], **kw), max_size=2)
+    if tp is bool:
+        return st.booleans()
+    if tp is int:
+        return _ints(b)
+    if tp is float:
+        return _floats(b)
+    if tp is str:
+        if "pattern" in b:
+            return st.from_regex(b["pattern"], fullmatch=True, alphabet=PATTERN_ALPHABET)
+        return st.text(WORD, min_size=1, max_size=8)
+    raise TypeError(f"spec_strategies: no strategy for the annotation {tp!r}: teach `values` about it")
+
+
+def names() -> st.SearchStrategy[str]:
+    return st.text(string.ascii_lowercase, min_size=1, max_size=6)
+
+
+def _ints(b: dict) -> st.SearchStrategy[int]:
+    lo = b["gt"] + 1 if "gt" in b else b.get("ge")
+    hi = b["lt"] - 1 if "lt" in b else b.get("le")
+    if lo is None and hi is None:
+        lo, hi = UNBOUNDED_INTS
+    lo = hi - SPAN_INT if lo is None else lo
+    hi = lo + SPAN_INT if hi is None else hi
+    return st.integers(int(lo), int(hi))
+
+
+def _floats(b: dict) -> st.SearchStrategy[float]:
+    lo, hi = b.get("gt", b.get("ge")), b.get("lt", b.get("le"))
+    if lo is None and hi is None:
+        lo, hi = UNBOUNDED_FLOATS
+    lo = hi - SPAN_FLOAT if lo is None else lo
+    hi = lo + SPAN_FLOAT if hi is None else hi
+    return st.floats(float(lo), float(hi), exclude_min="gt" in b, exclude_max="lt" in b,
+                     allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def blocks(draw, model: type[BaseModel], *, partial: bool = False, everything: bool = False,
+           inherit: bool = True, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A mapping for `model`: its required fields and a few optional ones (all: everything=True).
+    partial: nothing is required (a stage's override of a root block). inherit=False: a stage's
+    inherited blocks are complete and required, as pydantic sees them."""
+    fields = [(n, f) for n, f in model.model_fields.items() if n not in skip and not f.frozen]
+    inherited = _inherited(model) if inherit else ()
+    required = {n for n, f in fields if f.is_required() and not partial and n not in inherited}
+    optional = [n for n, _ in fields if n not in required]
+    if everything:
+        chosen = set(optional)
+    elif optional:
+        chosen = set(draw(st.lists(st.sampled_from(optional), max_size=min(MAX_OPTIONAL, len(optional)), unique=True)))
+    else:
+        chosen = set()
+    out: dict[str, Any] = {}
+    for name, info in fields:  # declaration order
+        if name in required or name in chosen:
+            out[info.alias or name] = draw(values(info.annotation, tuple(info.metadata),
+                                                  partial=partial or name in inherited,
+                                                  everything=everything, inherit=inherit))
+    return out
+
+
+@st.composite
+def tagged_blocks(draw, union: Tagged, *, partial: bool = False, everything: bool = False,
+                  inherit: bool = True, only: str | None = None, with_kind: bool | None = None) -> dict[str, Any]:
+    """A block of one member of a tagged union (`only`: that member; with_kind: write `kind` or not)."""
+    tag = only if only is not None else draw(st.sampled_from(union.tags))
+    body = draw(blocks(union.members[tag], everything=everything, inherit=inherit, skip=(KIND,)))
+    if with_kind is None:
+        with_kind = partial or tag != union.default or draw(st.booleans())
+    return {KIND: tag, **body} if with_kind else body
+
+
+# ------------------------------------------------------------------------ enumerating the schema
+def walk_schema(root: type[BaseModel] = Spec) -> Iterator[tuple[str, Any, tuple, Tagged | None]]:
+    """(dotted path, annotation, metadata, tagged union or None) of everything reachable from `root`.
+
+    Paths read like `stages[].<pretrain>.data.curriculum[].resolution`: `<tag>` is a union member,
+    `[]` a list or tuple item, `{}` a dict value. A path may come more than once (an optional field
+    is visited as the union and as its member)."""
+
+    def visit(path: str, tp: Any, meta: tuple, stack: tuple):
+        union = tagged_of(tp, meta)
+        bare, meta = unwrap(tp, meta)
+        yield path, bare, meta, union
+        if union is not None:
+            for tag, model in union.members.items():
+                yield from fields(f"{path}.<{tag}>", model, stack)
+            return
+        if _is_model(bare):
+            yield from fields(path, bare, stack)
+            return
+        origin, args = typing.get_origin(bare), typing.get_args(bare)
+        if origin in _UNIONS:
+            for a in args:
+                if a is not _NONE:
+                    yield from visit(path, a, meta, stack)
+        elif origin in (list, tuple):
+            for a in args:
+                if a is not Ellipsis:
+                    yield from visit(f"{path}[]", a, (), stack)
+        elif origin is dict:
+            yield from visit(f"{path}{{}}", args[1], (), stack)
+
+    def fields(path: str, model: type[BaseModel], stack: tuple):
+        if model in stack:  # a recursive schema: stop at the second visit
+            return
+        for name, info in model.model_fields.items():
+            key = info.alias or name
+            yield from visit(f"{path}.{key}" if path else key, info.annotation, tuple(info.metadata), (*stack, model))
+
+    yield from fields("", root, ())
+
+
+def tagged_unions(root: type[BaseModel] = Spec) -> dict[str, Tagged]:
+    """{path: union} of every tagged union reachable from `root`."""
+    return {path: union for path, _, _, union in walk_schema(root) if union is not None}
+
+
+def reachable_models(root: type[BaseModel] = Spec) -> list[type[BaseModel]]:
+    """Every model class reachable from `root` (root first), each once."""
+    found: dict[type, None] = {root: None}
+    for _, tp, _, union in walk_schema(root):
+        for model in (union.members.values() if union is not None else [tp] if _is_model(tp) else []):
+            found.setdefault(model)
+    return list(found)
+
+
+def field_paths(root: type[BaseModel] = Spec) -> list[str]:
+    """The dotted path of every field reachable from `root` (see walk_schema)."""
+    return sorted({path for path, *_ in walk_schema(root)})
+
+
+# ----------------------------------------------------------------- reading a document by schema
+@dataclass(frozen=True)
+class Key:
+    """One key written in a generated document, with what the schema says of it."""
+
+    path: tuple  # keys and list indices from the root
+    model: type[BaseModel]  # the block holding the key
+    field: str  # the field's name in the model (the key is its alias, if any)
+    info: FieldInfo
+    required: bool  # leaving it out is an error here (not inside a stage's partial override)
+    union: Tagged | None = None  # for a `kind` key: the union it picks a member of
+    inherited: bool = False  # a stage block the compiler fills from the root (null: inherit it all)
+
+
+def document_keys(doc: dict, root: type[BaseModel] = Spec) -> list[Key]:
+    """Every model field written in `doc`, found by reading the document alongside the schema."""
+    out: list[Key] = []
+
+    def model_node(node: Any, model: type[BaseModel], path: tuple, partial: bool, union: Tagged | None):
+        by_key = {info.alias or name: (name, info) for name, info in model.model_fields.items()}
+        for key, value in node.items():
+            if key not in by_key:
+                continue
+            name, info = by_key[key]
+            if key == KIND and union is not None:
+                out.append(Key((*path, key), model, name, info, union.default is None and not partial, union))
+                continue
+            inherited = name in _inherited(model)
+            out.append(Key((*path, key), model, name, info, info.is_required() and not partial and not inherited,
+                           inherited=inherited))
+            any_node(value, info.annotation, tuple(info.metadata), (*path, key), partial or inherited)
+
+    def any_node(node: Any, tp: Any, meta: tuple, path: tuple, partial: bool):
+        union = tagged_of(tp, meta)
+        bare, meta = unwrap(tp, meta)
+        if union is not None:
+            tag = node.get(KIND, union.default) if isinstance(node, dict) else None
+            if isinstance(tag, str) and tag in union.members:
+                model_node(node, union.members[tag], path, partial, union)
+        elif _is_model(bare):
+            if isinstance(node, dict):
+                model_node(node, bare, path, partial, None)
+        elif typing.get_origin(bare) in _UNIONS:
+            for a in typing.get_args(bare):
+                if a is not _NONE:
+                    any_node(node, a, meta, path, partial)
+        elif typing.get_origin(bare) in (list, tuple) and isinstance(node, list):
+            args = typing.get_args(bare)
+            for i, item in enumerate(node):  # list items replace the root's list: complete again
+                sub = args[0] if len(args) == 1 or args[-1] is Ellipsis else args[min(i, len(args) - 1)]
+                any_node(item, sub, (), (*path, i), False)
+        elif typing.get_origin(bare) is dict and isinstance(node, dict):
+            for k, item in node.items():
+                any_node(item, typing.get_args(bare)[1], (), (*path, k), False)
+
+    model_node(doc, root, (), False, None)
+    return out
+
+
+def get_in(doc: Any, path: tuple) -> Any:
+    for segment in path:
+        doc = doc[segment]
+    return doc
+
+
+def kinds_in(doc: Any) -> set[str]:
+    """Every `kind` written in a document."""
+    return {d[KIND] for d in _dicts(doc) if isinstance(d.get(KIND), str)}
+
+
+# ------------------------------------------------------------------------------------ fix-ups
+# Each fix-up edits a generated document in place (drawing what it needs) so that more documents pass
+# the semantic checks. They are coarse on purpose: a spec they miss is still a fine test case (it must
+# fail with a SpecError, never anything else). In order:
+#   1 data_matches_family          toy2d data iff the mlp family; the mlp family keeps its pixel latent
+#   2 model_config_follows_latent  config overrides keep preset values; input channels follow the latent
+#   3 stage_graph                  unique names; from/teacher/reference name earlier stages
+#   4 steps_and_curricula          steps >= MIN_STEPS, phases at 0, 10, 20.., resolutions x SAFE_RESOLUTION
+#   5 batches_divide               device counts, global/micro batches and groups that divide
+#   6 lora_targets_exist           LoRA targets are module names of the family
+#   7 rewards_fit                  ReFL rewards are differentiable; shapes rewards on shapes data
+#   8 prompts_name_the_identifier  a DreamBooth instance prompt contains its identifier
+Fixup = Callable[[Callable, dict], None]
+FIXUPS: list[Fixup] = []
+
+SAFE_RESOLUTION = 32  # a multiple of VAE factor x patch of every preset (largest: VAE 8 x UNet-sdxl 4)
+MIN_STEPS = 100
+PHASE_GAP = 10
+GLOBAL_BATCHES = (48, 96)  # divisible by every MICRO_BATCHES x device count and every GROUP_SIZES
+MICRO_BATCHES = (1, 2, 3)
+DEVICE_COUNTS = (1, 2, 4)
+GROUP_SIZES = (2, 3, 4, 6, 8, 12, 16, 24)
+TOY_SOURCE, TOY_FAMILY = "toy2d", "mlp"
+SHAPES_REWARDS = ("shapes_checker", "shapes_color")  # rewards that score against shapes captions
+
+
+def fixup(fn: Fixup) -> Fixup:
+    FIXUPS.append(fn)
+    return fn
+
+
+def _stages(doc: dict) -> list[dict]:
+    return [s for s in doc.get("stages", []) if isinstance(s, dict)]
+
+
+def _dicts(node: Any) -> Iterator[dict]:
+    """Every mapping inside node (node included), depth first."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _dicts(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _dicts(value)
+
+
+@functools.cache
+def _union_at(model: type[BaseModel], field: str) -> Tagged:
+    info = model.model_fields[field]
+    return tagged_of(info.annotation, tuple(info.metadata))
+
+
+@functools.cache
+def _stage_union() -> Tagged:
+    return tagged_of(typing.get_args(Spec.model_fields["stages"].annotation)[0])
+
+
+@functools.cache
+def _source_union() -> Tagged:
+    from flowspec.schemas.data import Data
+
+    return _union_at(Data, "source")
+
+
+@fixup
+def data_matches_family(draw, doc: dict) -> None:
+    """1. Data fits the model family: toy2d sources iff the mlp family (a source of the wrong kind is
+    redrawn from the source union); DreamBooth subjects are images; the mlp family keeps its default
+    (pixel) latent, as its field says."""
+    union = _source_union()
+    toy = doc["model"].get(KIND) == TOY_FAMILY
+    image_tags = [t for t in union.tags if t != TOY_SOURCE]
+    holders = [doc["data"], *(s["data"] for s in _stages(doc) if isinstance(s.get("data"), dict) and "source" in s["data"])]
+    for holder in holders:
+        if (holder["source"].get(KIND, union.default) == TOY_SOURCE) != toy:
+            tag = TOY_SOURCE if toy else draw(st.sampled_from(image_tags))
+            holder["source"] = draw(tagged_blocks(union, only=tag, with_kind=True))
+    for stage in _stages(doc):
+        if isinstance(stage.get("instance_data"), dict) and stage["instance_data"].get(KIND) == TOY_SOURCE:
+            stage["instance_data"] = draw(tagged_blocks(union, only=draw(st.sampled_from(image_tags)), with_kind=True))
+    if toy:
+        doc["model"].pop("latent", None)
+
+
+@functools.cache
+def _model_adapter() -> TypeAdapter:
+    from flowspec.schemas.model import Model
+
+    return TypeAdapter(Model)
+
+
+@fixup
+def model_config_follows_latent(draw, doc: dict) -> None:
+    """2. `model.config` overrides of keys the preset defines keep the preset's value (the keys are
+    still written), and the input (and output) channels follow the latent space: the VAE's latent
+    channels, 3 for pixels, 2 for 2-D points, times what the family packs into one input."""
+    model = doc["model"]
+    member = _union_at(Spec, "model").members[model[KIND]]
+    preset = MODEL_PRESETS[model[KIND]][model.get("preset", member.model_fields["preset"].default)]
+    for key in model.get("config", {}):
+        if key in preset:
+            model["config"][key] = list(preset[key]) if isinstance(preset[key], tuple) else preset[key]
+    try:
+        built = _model_adapter().validate_python(model)
+    except Exception:  # noqa: BLE001 - an invalid model block stays as drawn (a SpecError later)
+        return
+    if built.latent.kind == "vae":
+        channels = VAE_PRESETS[built.latent.preset]["latent_channels"]
+    else:
+        channels = 2 if model[KIND] == TOY_FAMILY else 3
+    resolved = built.resolved_config()
+    key = "in_channels" if "in_channels" in resolved else "in_dim"
+    packing = resolved[key] // built.latent_channels_expected()
+    config = model.setdefault("config", {})
+    config[key] = channels * packing
+    if "out_channels" in resolved:
+        config["out_channels"] = channels * packing
+
+
+def _unique_names(items: list) -> None:
+    seen: set = set()
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            while item["name"] in seen:
+                item["name"] = f"{item['name']}_{i}"
+            seen.add(item["name"])
+
+
+@fixup
+def stage_graph(draw, doc: dict) -> None:
+    """3. Names are unique in every list of named blocks (stages, mixture components: an index is
+    appended to a repeat); `from` of a later stage names an earlier stage (one time in three a local
+    path); the first stage starts from a local path unless it is a pretrain stage (then drawn);
+    `teacher` / `reference`, where written, name earlier stages (dropped in the first stage)."""
+    for node in _dicts(doc):
+        for value in node.values():
+            if isinstance(value, list):
+                _unique_names(value)
+    earlier: list[str] = []
+    for stage in _stages(doc):
+        path = f"./weights/{draw(names())}"
+        if earlier:
+            stage["from"] = draw(st.sampled_from([*earlier, *earlier, path]))
+        elif stage.get(KIND) != "pretrain" or draw(st.booleans()):
+            stage["from"] = path
+        else:
+            stage.pop("from", None)
+        for key in ("teacher", "reference"):
+            if key in stage:
+                if earlier:
+                    stage[key] = draw(st.sampled_from(earlier))
+                else:
+                    stage.pop(key)
+        earlier.append(stage["name"])
+
+
+@fixup
+def steps_and_curricula(draw, doc: dict) -> None:
+    """4. Stages run at least MIN_STEPS steps; curriculum phases start at 0, PHASE_GAP, 2 x PHASE_GAP...
+    (well before any stage ends); resolutions are SAFE_RESOLUTION or twice it; complexity bands are
+    sorted into the levels 1..MAX_COMPLEXITY."""
+    for stage in _stages(doc):
+        stage["steps"] += MIN_STEPS
+    for node in _dicts(doc):
+        phases = node.get("curriculum")
+        if not isinstance(phases, list):
+            continue
+        for j, phase in enumerate(phases):
+            phase["at_step"] = j * PHASE_GAP
+            if "resolution" in phase:
+                phase["resolution"] = SAFE_RESOLUTION * (1 + phase["resolution"] % 2)
+            if "complexity" in phase:
+                phase["complexity"] = sorted(1 + c % MAX_COMPLEXITY for c in phase["complexity"])
+
+
+@fixup
+def batches_divide(draw, doc: dict) -> None:
+    """5. Batch arithmetic works out: executors run on DEVICE_COUNTS devices (slurm: 1-2 nodes of 0-2
+    GPUs); the root global batch is always written and every global batch is one of GLOBAL_BATCHES;
+    micro batches are MICRO_BATCHES; GRPO groups are GROUP_SIZES; `accumulation` is left derived."""
+    for node in _dicts(doc):
+        if KIND in node and isinstance(node.get("devices"), int):
+            node["devices"] = draw(st.sampled_from(DEVICE_COUNTS))
+        if KIND in node and isinstance(node.get("nodes"), int):
+            node["nodes"] = draw(st.sampled_from(DEVICE_COUNTS[:2]))
+        if KIND in node and isinstance(node.get("gpus_per_node"), int):
+            node["gpus_per_node"] = draw(st.sampled_from((0, 1, 2)))
+        if KIND in node and isinstance(node.get("group_size"), int):
+            node["group_size"] = draw(st.sampled_from(GROUP_SIZES))
+        if "global_batch" in node:
+            node["global_batch"] = draw(st.sampled_from(GLOBAL_BATCHES))
+        if node.get("micro_batch") is not None:
+            node["micro_batch"] = draw(st.sampled_from(MICRO_BATCHES))
+        node.pop("accumulation", None)  # only train blocks have one
+    doc.setdefault("train", {})["global_batch"] = draw(st.sampled_from(GLOBAL_BATCHES))
+
+
+@fixup
+def lora_targets_exist(draw, doc: dict) -> None:
+    """6. LoRA targets (when a list) are module names of the model family."""
+    leaves = leaf_names(doc["model"][KIND])
+    for stage in _stages(doc):
+        lora = stage.get("lora")
+        if isinstance(lora, dict) and isinstance(lora.get("targets"), list):
+            lora["targets"] = draw(st.lists(st.sampled_from(leaves), min_size=1, max_size=2, unique=True))
+
+
+def _differentiable(model: type[BaseModel]) -> bool:
+    """A reward that is differentiable as a class, or can be told so (`differentiable: true`)."""
+    return "differentiable" in model.model_fields or getattr(model, "differentiable", False) is True
+
+
+@fixup
+def rewards_fit(draw, doc: dict) -> None:
+    """7. Rewards fit their stage: a ReFL stage (the kind with `grad_steps`) gets a differentiable
+    reward (redrawn among the kinds that are, `differentiable: true` where it is a key) and a gradient
+    step range inside its rollout; a reward of SHAPES_REWARDS needs `shapes` data (else redrawn)."""
+    for stage in _stages(doc):
+        model = _stage_union().members[stage[KIND]]
+        if "reward" not in model.model_fields:
+            continue
+        union = _union_at(model, "reward")
+        source = (stage.get("data") or {}).get("source") or doc["data"]["source"]
+        shapes = source.get(KIND, _source_union().default) == "shapes"
+        refl = "grad_steps" in model.model_fields
+        fits = [t for t, m in union.members.items()
+                if (shapes or t not in SHAPES_REWARDS) and (not refl or _differentiable(m))]
+        if stage["reward"].get(KIND, union.default) not in fits:
+            stage["reward"] = draw(tagged_blocks(union, only=draw(st.sampled_from(fits)), with_kind=True))
+        if refl:
+            if "differentiable" in union.members[stage["reward"][KIND]].model_fields:
+                stage["reward"]["differentiable"] = True
+            rollout = stage.get("sampling_steps", model.model_fields["sampling_steps"].default)
+            stage["grad_steps"] = sorted(g % rollout for g in stage.get("grad_steps", model.model_fields["grad_steps"].default))
+
+
+@fixup
+def prompts_name_the_identifier(draw, doc: dict) -> None:
+    """8. A DreamBooth instance prompt contains the stage's identifier (its validator's rule)."""
+    for stage in _stages(doc):
+        model = _stage_union().members[stage[KIND]]
+        if "identifier" in model.model_fields:
+            identifier = stage.get("identifier", model.model_fields["identifier"].default)
+            stage["instance_prompt"] = f"a photo of {identifier} {stage.get('instance_prompt', '')}".strip()
+
+
+def apply_fixups(draw, doc: dict) -> dict:
+    for fn in FIXUPS:
+        fn(draw, doc)
+    return doc
+
+
+@st.composite
+def raw_specs(draw) -> dict[str, Any]:
+    """Documents shaped by the schema alone (most fail a semantic check)."""
+    return draw(blocks(Spec))
+
+
+@st.composite
+def specs(draw) -> dict[str, Any]:
+    """Documents from the schema with FIXUPS applied: most compile."""
+    return apply_fixups(draw, draw(blocks(Spec)))
