@@ -16,6 +16,9 @@ prefixed by the component (`transformer.` or `unet.`) and the LoRA config in the
 - dit / pixart / mlp (no diffusers loader): `config = LoraConfig.from_pretrained(folder / "lora")`,
   `inject_adapter_in_model(config, model)`, then `peft.set_peft_model_state_dict(model, state)` with
   `state` the file's tensors with the `transformer.` (mlp: `denoiser.`) prefix removed.
+
+`lora.merge_on_export` is the export step's: after `export_lora`, `merge_lora(bundle)` then
+`bundle.export_bundle(bundle, folder)` writes the merged backbone as a plain diffusers model.
 """
 from __future__ import annotations
 
