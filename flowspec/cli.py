@@ -34,6 +34,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="run only this stage and the stages it reads (repeatable)")
     p.add_argument("--fresh", action="store_true",
                    help="start new runs even where an unfinished run of a stage was made with a different spec")
+    p.add_argument("--executor", choices=["local", "slurm"],
+                   help="run here, or submit one SLURM job per stage (default: the spec's executor.kind)")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="local: run each stage as N processes (torch.distributed; default executor.devices)")
+    p.add_argument("--wait", action="store_true", help="slurm: follow the submitted jobs until they end")
+    p = sub.add_parser("status", help="each stage of a run: its SLURM job, state, step and last loss")
+    p.add_argument("run", help="a run folder (runs/NAME) or the spec that made it")
+    p.add_argument("--wait", action="store_true", help="follow the run's SLURM jobs until they end (exit 1 if one failed)")
+    p = sub.add_parser("cancel", help="cancel the SLURM jobs of a run that have not ended")
+    p.add_argument("run", help="a run folder (runs/NAME) or the spec that made it")
     p = sub.add_parser("sample", help="generate a sample grid (PNG) or 2-D samples (.npy) from a finished stage")
     p.add_argument("path", help="a stage folder (runs/NAME/STAGE-HASH) or a run folder (runs/NAME: its last stage)")
     p.add_argument("--prompt", action="append", default=[], help="prompt (repeatable; default: the stage's own)")
@@ -139,7 +149,36 @@ def cmd_run(args) -> int:
     plan = compile_spec(args.spec, args.profile, args.sets)
     from .runtime.executors import run_plan
 
-    return run_plan(plan, fresh=args.fresh, stages=args.stage)
+    if args.nproc is not None and args.nproc < 1:
+        print("flowspec run: --nproc must be at least 1", file=sys.stderr)
+        return USER_ERROR
+    return run_plan(plan, fresh=args.fresh, stages=args.stage, executor=args.executor, nproc=args.nproc,
+                    wait=args.wait)
+
+
+def _run_folder(target: str):
+    """A run folder, or the run folder a spec writes to."""
+    from pathlib import Path
+
+    path = Path(target)
+    if path.is_file():
+        from .compiler import compile_spec
+
+        plan = compile_spec(target, None, [])
+        return Path(plan.spec.output_dir) / plan.spec.name
+    return path
+
+
+def cmd_status(args) -> int:
+    from .runtime.executors.follow import status
+
+    return status(_run_folder(args.run), follow=args.wait)
+
+
+def cmd_cancel(args) -> int:
+    from .runtime.executors.follow import cancel
+
+    return cancel(_run_folder(args.run))
 
 
 def cmd_sample(args) -> int:
@@ -148,7 +187,8 @@ def cmd_sample(args) -> int:
     return sample_command(args)
 
 
-COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "run": cmd_run, "sample": cmd_sample}
+COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "run": cmd_run, "sample": cmd_sample,
+            "status": cmd_status, "cancel": cmd_cancel}
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def load_stage(stage_dir: Path, device):
 
 
 def sample_command(args) -> int:
-    from ..runtime.executors.local import pick_device
+    from .distributed import SINGLE
     from .report.plots import image_grid
     from .sampling import SampleRequest, generate
 
@@ -46,7 +46,7 @@ def sample_command(args) -> int:
     except FileNotFoundError as exc:
         print(f"flowspec sample: {exc}", file=sys.stderr)
         return 2
-    model, stage, bundle = load_stage(stage_dir, pick_device())
+    model, stage, bundle = load_stage(stage_dir, SINGLE.device())
     samples = stage.train.samples
     toy = model.kind == "mlp"
     prompts = tuple(args.prompt) or (("",) if toy else tuple(samples.prompts))

@@ -92,11 +92,16 @@ _KEY_TYPES: dict[str, Any] = {
 }
 
 
+_CONFIG_NAMES = {"dit": "DiTConfig", "mmdit": "MMDiTConfig", "flux": "FluxConfig", "unet": "UNetConfig",
+                 "pixart": "PixArtConfig", "mlp": "MLPConfig"}
+
+
 def _config_model(family: str):
-    """A closed model of the diffusers constructor keywords, so a misspelled override is an error."""
+    """A closed model of the diffusers constructor keywords, so a misspelled override is an error.
+    Named as the module attribute it is bound to, so specs pickle (to worker processes and SLURM jobs)."""
     fields = {key: (_KEY_TYPES.get(key, Any), Field(None, description=f"Override of {FAMILY_CLASSES[family]}(`{key}`=...)."))
               for key in sorted(CONFIG_KEYS[family])}
-    return create_model(f"{family.capitalize()}Config", __base__=ConfigOverrides, **fields)
+    return create_model(_CONFIG_NAMES[family], __base__=ConfigOverrides, __module__=__name__, **fields)
 
 
 _CONFIG_MODELS = {family: _config_model(family) for family in CONFIG_KEYS}

@@ -30,6 +30,8 @@ class Batch:
     width: int
     phase: int
     keys: list[str] | None = None  # content identity of each image (cache keys)
+    offset: int = 0  # where these rows start in the step's global batch (runtime/core/randomness.py)
+    total: int = 0  # size of the global batch; 0: this batch is all of it
 
 
 def _hash(*parts) -> int:
@@ -140,11 +142,12 @@ class BatchStream:
 
     def batch(self, step: int, micro: int) -> Batch:
         index = self.phase_at(step)
+        offset = (micro * self.world + self.rank) * self.size  # the slice order of epochs.split
         if self.data.source.kind == "toy2d":
-            return Batch(self.toy.batch((step * self.accumulation + micro) * self.world + self.rank, self.size),
-                         [""] * self.size, None, 0, 0, index)
+            points = self.toy.batch(step, self.global_batch)[offset:offset + self.size]
+            return Batch(points, [""] * self.size, None, 0, 0, index, offset=offset, total=self.global_batch)
         if self.data.source.kind == "webdataset":
-            return self._streamed(step, micro, index)
+            return self._streamed(step, micro, index, offset)
         phase = self.phase(index)
         component, bucket, items, epoch = phase.batch(step - self.data.curriculum[index].at_step)
         mine = split(items, self.world, self.rank, micro, self.accumulation)
@@ -153,9 +156,9 @@ class BatchStream:
         images = torch.from_numpy(np.stack([it.image for it in loaded])).permute(0, 3, 1, 2)
         return Batch(images.float().div(127.5).sub(1.0), [it.caption for it in loaded],
                      torch.tensor([it.label for it in loaded]), bucket.height, bucket.width, index,
-                     [it.key for it in loaded])
+                     [it.key for it in loaded], offset=offset, total=len(items))
 
-    def _streamed(self, step: int, micro: int, index: int) -> Batch:
+    def _streamed(self, step: int, micro: int, index: int, offset: int) -> Batch:
         """Webdataset: one reader per rank, so data-loader workers change the speed, never the data (each
         worker reads every header of its rank's shards and decodes only its own micro-batches)."""
         if index not in self._phases:
@@ -170,7 +173,8 @@ class BatchStream:
         bucket, items = self._phases[index].micro_batch(self.rank, self.world, m, self.data.buckets.crop)
         images = torch.from_numpy(np.stack([it.image for it in items])).permute(0, 3, 1, 2)
         return Batch(images.float().div(127.5).sub(1.0), [it.caption for it in items], None,
-                     bucket.height, bucket.width, index, [it.key for it in items])
+                     bucket.height, bucket.width, index, [it.key for it in items], offset=offset,
+                     total=self.global_batch)
 
     def report(self) -> list[dict]:
         if self.data.source.kind == "toy2d":

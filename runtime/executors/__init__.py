@@ -1,4 +1,4 @@
-"""Executors run a Plan's stages: in this process (local) or as SLURM jobs (later)."""
+"""Executors run a Plan's stages: on this machine (local, one or `--nproc` processes) or as SLURM jobs."""
 from __future__ import annotations
 
 from ...compiler import Issue, Location, SpecError
@@ -49,15 +49,55 @@ def unsupported_stages(plan: Plan) -> list[Issue]:
     return issues
 
 
-def run_plan(plan: Plan, fresh: bool = False, stages: list[str] | None = None) -> int:
+def executor_kind(plan: Plan, requested: str | None) -> str:
+    """`--executor` if given, else the stages' own `executor.kind` (which must agree)."""
+    if requested:
+        return requested
+    kinds = {s.executor.kind for s in plan.spec.stages if s.name in {p.name for p in plan.stages}}
+    if len(kinds) > 1:
+        raise SpecError([Issue(Location(plan.source), "executor", "some stages run locally and some on SLURM: "
+                               "pass --executor local or --executor slurm to run them one way")])
+    return kinds.pop() if kinds else "local"
+
+
+def preflight(plan: Plan, fresh: bool, world: int | None) -> None:
+    """What would fail in every process (or job) is refused here, once, before anything starts."""
+    import torch
+
+    from ...compiler.lower import cache_status
+    from ..distributed import Distributed
+    from .slurm import slurm_block, tasks_per_node
+
+    runners = runnable_kinds()
+    for stage_plan in plan.stages:
+        if cache_status(stage_plan.run_dir) == "hit":
+            continue
+        size = world or slurm_block(plan, stage_plan.name).nodes * tasks_per_node(slurm_block(plan, stage_plan.name))
+        runner = runners[stage_plan.kind](plan, stage_plan, torch.device("cpu"), fresh, Distributed(world=size))
+        runner.check_drift()
+        runner.split_batch()
+
+
+def run_plan(plan: Plan, fresh: bool = False, stages: list[str] | None = None, executor: str | None = None,
+             nproc: int | None = None, wait: bool = False) -> int:
     plan = select_stages(plan, stages)
     issues = unsupported_stages(plan)
     if issues:
         raise SpecError(issues)
-    selected = {s.name for s in plan.stages}
-    if any(s.executor.kind != "local" for s in plan.spec.stages if s.name in selected):
-        raise SpecError([Issue(Location(plan.source), "executor", "the slurm executor has no runtime in this "
-                               "version of flowspec yet; run with --profile smoke or set executor.kind: local")])
+    kind = executor_kind(plan, executor)
+    if kind == "slurm":
+        if nproc:
+            raise SpecError([Issue(Location(plan.source), "--nproc", "--nproc is for local runs; on SLURM the "
+                                   "processes are executor.nodes x executor.gpus_per_node tasks")])
+        from .follow import wait as follow
+        from .slurm import submit_plan
+
+        preflight(plan, fresh, None)
+        submitted = submit_plan(plan, fresh)
+        return follow(submitted) if wait and submitted else 0
     from .local import run_local
 
-    return run_local(plan, fresh)
+    world = nproc or max((s.executor.num_devices() for s in plan.spec.stages
+                          if s.executor.kind == "local" and s.name in {p.name for p in plan.stages}), default=1)
+    preflight(plan, fresh, world)
+    return run_local(plan, fresh, world)

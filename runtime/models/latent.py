@@ -1,15 +1,25 @@
 """The space the denoiser works in: pixels (or 2-D points) as they are, or a frozen VAE's latents."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
+
+# Standard normal noise of a given shape: a seeded generator's draws, or a micro-batch's rows of its
+# global batch's draws (runtime/core/randomness.SliceRandom.randn).
+Noise = Callable[[torch.Size], torch.Tensor]
+
+
+def generator_noise(generator: torch.Generator | None) -> Noise:
+    return lambda shape: torch.randn(shape, generator=generator)
 
 
 class PixelCodec(nn.Module):
     factor = 1
     cache = None
 
-    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None, keys=None) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, noise: Noise | None = None, keys=None) -> torch.Tensor:
         return x
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -57,13 +67,12 @@ class VAECodec(nn.Module):
         return (torch.stack([f["mean"] for f in found]).to(device), torch.stack([f["std"] for f in found]).to(device))
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None,
-               keys: list[str] | None = None) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, noise: Noise | None = None, keys: list[str] | None = None) -> torch.Tensor:
         # The posterior is cached, not a sample: the noise is drawn here either way, so a cached run
         # and an uncached one give the same latents.
         mean, std = self.posterior(x, keys)
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
-        return ((mean + std * noise - self.shift) * self.scale).float()
+        draw = (noise or generator_noise(None))(mean.shape).to(mean.device, mean.dtype)
+        return ((mean + std * draw - self.shift) * self.scale).float()
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:

@@ -11,17 +11,32 @@ import torch
 from ...compiler import Issue, Location, SpecError
 from ...compiler.lower import DONE_MARKER, HASH_EXCLUDED
 from ...compiler.plan import Plan, StagePlan
-from ..models.bundle import ModelBundle, build_bundle, export_bundle, load_backbone, load_exported
-from ..train.checkpoint import (capture_rng, latest_checkpoint, read_identity, restore_rng, spec_differences,
-                                write_identity)
+from ..distributed import SINGLE, Distributed
+from ..models.bundle import (
+    ModelBundle,
+    build_bundle,
+    export_bundle,
+    load_backbone,
+    load_exported,
+)
+from ..train.checkpoint import (
+    capture_rng,
+    latest_checkpoint,
+    read_identity,
+    restore_rng,
+    spec_differences,
+    write_identity,
+)
 from ..train.loop import LoopConfig, LoopHooks, Trainer
 
 
 class StageRunner:
     kinds: tuple[str, ...] = ()
 
-    def __init__(self, plan: Plan, stage_plan: StagePlan, device: torch.device, fresh: bool = False):
+    def __init__(self, plan: Plan, stage_plan: StagePlan, device: torch.device, fresh: bool = False,
+                 dist: Distributed = SINGLE, stop_requested=lambda: False):
         self.plan, self.stage_plan, self.device, self.fresh = plan, stage_plan, device, fresh
+        self.dist, self.stop_requested = dist, stop_requested
         self.spec = plan.spec
         self.stage = next(s for s in plan.spec.stages if s.name == stage_plan.name)
         self.run_dir = Path(stage_plan.run_dir)
@@ -83,30 +98,46 @@ class StageRunner:
 
     # --------------------------------------------------------------------------------- run
     def run(self) -> None:
+        """Train, then (rank 0) export, evaluate and mark the stage finished; every rank leaves together."""
         self.check_drift()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_identity(self.run_dir, self.identity())
+        if self.dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_identity(self.run_dir, self.identity())
+        self.dist.barrier()
         started = time.time()
         self.bundle = self.build()
         caches = self.attach_caches()
         objective, accumulation = self.objective()
         hooks = LoopHooks(on_samples=self._isolated(self.sample_grid),
                           on_checkpoint=[lambda step: [c.flush() for c in caches]])
-        self.wandb = self._start_wandb(hooks)
+        self.wandb = self._start_wandb(hooks) if self.dist.main else None
         modules = {**self.bundle.trainable_modules(), **self.extra_modules()}
-        self.trainer = Trainer(self.loop_config(accumulation), modules, objective,
-                               self.stage.train, self.stage.optimizer, hooks)
+        self.trainer = Trainer(self.loop_config(accumulation), modules, objective, self.stage.train,
+                               self.stage.optimizer, hooks, self.dist, self.stop_requested)
         if self.stage.train.compile:
             self.bundle.denoiser.net.compile()
         try:
             self.trainer.run()
-            with self.weights_for_export():
-                export_bundle(self.bundle, self.run_dir / "model")
-                results = self._isolated(self.evaluate)()
-            self.finish(results or {}, time.time() - started)
+            if self.dist.main:
+                with self.weights_for_export():
+                    export_bundle(self.bundle, self.run_dir / "model")
+                    results = self._isolated(self.evaluate)()
+                self.finish(results or {}, time.time() - started)
+            self.dist.barrier()
         finally:
             if self.wandb is not None:
                 self.wandb.finish()
+
+    def split_batch(self) -> tuple[int, int]:
+        """(micro-batch, accumulation) so that micro x processes x accumulation = train.global_batch."""
+        train, world = self.stage.train, self.dist.world
+        micro = train.micro_batch or train.global_batch // world
+        accumulation = train.global_batch // (micro * world) if micro * world else 0
+        if accumulation < 1 or micro * world * accumulation != train.global_batch:
+            raise SpecError([Issue(Location(self.stage_plan.loc), f"stages.{self.stage.name}.train.global_batch",
+                                   f"global_batch {train.global_batch} is not micro_batch {micro} x {world} "
+                                   "process(es) x a whole number of accumulation steps")])
+        return micro, accumulation
 
     def attach_caches(self) -> list:
         """Content-keyed caches of frozen encoders' outputs (data.cache), shared by stages and runs."""

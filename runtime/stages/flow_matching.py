@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import json
 
-import torch
-
-from ..core import LinearPath, TimestepDistribution, condition_dropout_mask, flow_matching_loss
+from ..core import (
+    LinearPath,
+    TimestepDistribution,
+    condition_dropout_mask,
+    flow_matching_loss,
+)
+from ..core.randomness import SliceRandom
 from ..data.loader import PrefetchingStream
 from ..data.stream import BatchStream
 from ..models.conditioning import make_condition
@@ -17,24 +21,26 @@ from .evaluation import evaluate_shapes, evaluate_toy2d, loss_plot, write_report
 class FlowMatchingObjective:
     """L = E_t,eps [ w(t) |v(x_t, t, c) - (eps - x0)|^2 ], the condition dropped with probability cfg_dropout."""
 
-    def __init__(self, bundle, stream: BatchStream, timesteps_block, cfg_dropout: float, device, repa=None):
-        self.bundle, self.stream, self.device, self.repa = bundle, stream, device, repa
+    def __init__(self, bundle, stream: BatchStream, timesteps_block, cfg_dropout: float, device, seed: int, repa=None):
+        self.bundle, self.stream, self.device, self.seed, self.repa = bundle, stream, device, seed, repa
         self.repa_cache = None
         self.timesteps = TimestepDistribution.from_spec(timesteps_block)
         self.cfg_dropout = cfg_dropout
         self.path = LinearPath()
         self.multiple = latent_multiple(bundle) if bundle.denoiser.spec.kind != "mlp" else 1
 
-    def __call__(self, step: int, micro: int, generator: torch.Generator):
+    def __call__(self, step: int, micro: int):
         batch = self.stream.batch(step, micro)
-        x0 = self.bundle.codec.encode(batch.x.to(self.device), generator, batch.keys)
-        n = x0.shape[0]
-        eps = torch.randn(x0.shape, generator=generator).to(self.device)
+        n = len(batch.x)
+        # Draws depend on an item's place in the global batch, not on ranks x accumulation.
+        rand = SliceRandom(self.seed, step, batch.offset, n, batch.total or n)
+        x0 = self.bundle.codec.encode(batch.x.to(self.device), lambda shape: rand.randn("posterior", shape), batch.keys)
+        eps = rand.randn("noise", x0.shape).to(self.device)
         seq_len = max(batch.height // self.multiple, 1) * max(batch.width // self.multiple, 1)
-        draw = self.timesteps.draw(n, generator, batch.height, batch.width, seq_len)
-        t, weight = draw.t.to(self.device), draw.weight.to(self.device)
+        draw = rand.draw("t", lambda total, g: self.timesteps.draw(total, g, batch.height, batch.width, seq_len))
+        t, weight = rand.rows(draw.t).to(self.device), rand.rows(draw.weight).to(self.device)
+        drop = rand.rows(rand.draw("dropout", lambda total, g: condition_dropout_mask(total, self.cfg_dropout, g)))
         sample = self.path.sample(x0, eps, t)
-        drop = condition_dropout_mask(n, self.cfg_dropout, generator)
         size = (batch.height, batch.width) if batch.height else None
         cond = make_condition(self.bundle, batch.captions, batch.class_labels, size, drop)
         v = self.bundle.denoiser.velocity(sample.x_t, t, cond)
@@ -56,17 +62,18 @@ class FlowMatchingStage(StageRunner):
     kinds = ("pretrain", "finetune")
 
     def objective(self):
-        train, devices = self.stage.train, self.stage.executor.num_devices()
-        micro = train.micro_batch or train.global_batch // devices
-        accumulation = train.global_batch // (micro * devices)
+        train = self.stage.train
+        micro, accumulation = self.split_batch()
         multiple = latent_multiple(self.bundle) if self.spec.model.kind != "mlp" else 1
-        self.stream = BatchStream(self.stage.data, self.stage_plan.seed, micro, accumulation, multiple)
-        self.log_data_report(self.stream.report())
+        self.stream = BatchStream(self.stage.data, self.stage_plan.seed, micro, accumulation, multiple,
+                                  self.dist.rank, self.dist.world)
+        if self.dist.main:
+            self.log_data_report(self.stream.report())
         loader = self.stage.data.loader
         feed = self.stream if loader.num_workers == 0 else PrefetchingStream(
             self.stream, accumulation, self.stage.steps, loader.num_workers, loader.prefetch_factor)
         objective = FlowMatchingObjective(self.bundle, feed, self.stage.timesteps, train.cfg_dropout, self.device,
-                                          self.build_repa())
+                                          self.stage_plan.seed, self.build_repa())
         if objective.repa is not None and self.stage.data.cache.repa_targets:
             from ..data.cache import ContentCache
 

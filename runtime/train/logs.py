@@ -33,12 +33,12 @@ class MetricsLog:
 class Progress:
     """A rich progress bar on a terminal; periodic plain lines otherwise (logs of batch jobs)."""
 
-    def __init__(self, label: str, total: int, start: int, every: int, stream=None):
-        self.label, self.total, self.every = label, total, every
+    def __init__(self, label: str, total: int, start: int, every: int, stream=None, enabled: bool = True):
+        self.label, self.total, self.every, self.enabled = label, total, every, enabled
         self.stream = stream or sys.stderr
         self.start_step, self.start_time = start, time.perf_counter()
         self.bar = None
-        if self.stream.isatty():
+        if enabled and self.stream.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
             self.bar = Bar(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -51,6 +51,8 @@ class Progress:
         return (step - self.start_step) / elapsed if elapsed > 0 else 0.0
 
     def update(self, step: int, metrics: dict) -> None:
+        if not self.enabled:  # ranks other than 0 stay quiet
+            return
         rate = self.rate(step)
         info = f"loss {metrics.get('loss', float('nan')):.4f}  {rate:.2f} it/s"
         if self.bar is not None:

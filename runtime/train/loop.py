@@ -15,7 +15,14 @@ from typing import Callable, Protocol
 import torch
 from torch import nn
 
-from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from ..distributed import SINGLE, Distributed
+from .checkpoint import (
+    capture_rng,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from .ema import EMA
 from .logs import MetricsLog, Progress
 from .optim import build_optimizer, build_scheduler
@@ -25,8 +32,18 @@ class TrainingDiverged(RuntimeError):
     """The loss or gradient became NaN/inf; the last good checkpoint is left as it was."""
 
 
+class Preempted(Exception):
+    """The job was asked to stop (SLURM preemption or time limit): a checkpoint of this step was written."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped at step {step} on request; checkpoint written")
+        self.step = step
+
+
 class Objective(Protocol):
-    def __call__(self, step: int, micro: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]: ...
+    """(step, micro-batch) -> (loss, metrics); its random draws are functions of the step (core/randomness)."""
+
+    def __call__(self, step: int, micro: int) -> tuple[torch.Tensor, dict]: ...
 
 
 @dataclass
@@ -62,23 +79,22 @@ def autocast(config: LoopConfig):
 
 class Trainer:
     def __init__(self, config: LoopConfig, modules: dict[str, nn.Module], objective: Objective, train_spec,
-                 optimizer_spec, hooks: LoopHooks | None = None):
+                 optimizer_spec, hooks: LoopHooks | None = None, dist: Distributed = SINGLE,
+                 stop_requested: Callable[[], bool] = lambda: False):
         self.config, self.modules, self.objective = config, modules, objective
-        self.hooks = hooks or LoopHooks()
+        self.hooks, self.dist, self.stop_requested = hooks or LoopHooks(), dist, stop_requested
         self.params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(optimizer_spec, self.params, config.device)
         self.scheduler = build_scheduler(self.optimizer, optimizer_spec.schedule, config.steps)
         ema = train_spec.ema
         self.ema = EMA(modules, ema.decay, ema.warmup, ema.every) if ema is not None else None
-        self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
 
     # ------------------------------------------------------------------------------- state
     def state(self) -> dict:
         return {"step": self.step, "modules": {n: m.state_dict() for n, m in self.modules.items()},
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "ema": self.ema.state_dict() if self.ema else None, "generator": self.generator.get_state(),
-                "rng": capture_rng()}
+                "ema": self.ema.state_dict() if self.ema else None, "rng": capture_rng()}
 
     def restore(self) -> bool:
         path = latest_checkpoint(self.config.run_dir)
@@ -91,27 +107,36 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
-        self.generator.set_state(state["generator"].cpu())
         restore_rng(state["rng"])
         self.step = state["step"]
         return True
 
     def checkpoint(self) -> None:
-        save_checkpoint(self.config.run_dir, self.step, self.state(), self.config.checkpoint_keep)
+        if self.dist.main:
+            save_checkpoint(self.config.run_dir, self.step, self.state(), self.config.checkpoint_keep)
+        for hook in self.hooks.on_checkpoint:  # e.g. every rank flushes its own cache entries
+            hook(self.step)
 
     # ------------------------------------------------------------------------------- steps
     def train_step(self) -> dict:
         config = self.config
-        total, extra = 0.0, {}
+        total, extra, bad = 0.0, {}, None
         for micro in range(config.accumulation):
             with autocast(config):
-                loss, metrics = self.objective(self.step, micro, self.generator)
+                loss, metrics = self.objective(self.step, micro)
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss is {loss.item()} at step {self.step + 1} (micro-batch {micro}); "
-                                       "the last checkpoint is kept. Lower optimizer.lr or check the data.")
+                bad = bad or f"loss is {loss.item()} at step {self.step + 1} (micro-batch {micro})"
+                continue
             (loss / config.accumulation).backward()
             total += loss.item() / config.accumulation
             extra = metrics
+        # One small all_reduce: the mean loss, whether any rank diverged, whether any was asked to stop.
+        loss_sum, diverged, self._stop = self.dist.sum([total, float(bad is not None), float(self.stop_requested())],
+                                                       config.device)
+        if diverged:
+            raise TrainingDiverged(f"{bad or f'a loss on another rank is not finite at step {self.step + 1}'}; "
+                                   "the last checkpoint is kept. Lower optimizer.lr or check the data.")
+        self.dist.average_gradients(self.params)
         norm = nn.utils.clip_grad_norm_(self.params, config.max_grad_norm or float("inf"))
         if not torch.isfinite(norm):
             raise TrainingDiverged(f"gradient norm is {norm.item()} at step {self.step + 1}; the last checkpoint is kept.")
@@ -121,21 +146,23 @@ class Trainer:
         self.step += 1
         if self.ema is not None:
             self.ema.update(self.step)
-        return {"loss": total, "grad_norm": float(norm), "lr": self.scheduler.get_last_lr()[0], **extra}
+        return {"loss": loss_sum / self.dist.world, "grad_norm": float(norm), "lr": self.scheduler.get_last_lr()[0],
+                **extra}
 
     def run(self) -> None:
-        config = self.config
+        config, main = self.config, self.dist.main
         resumed = self.restore()
-        log = MetricsLog(config.run_dir, self.step)
-        progress = Progress(config.label, config.steps, self.step, config.log_every)
-        if resumed:
+        self.dist.broadcast_parameters(self.modules.values())
+        log = MetricsLog(config.run_dir, self.step) if main else None
+        progress = Progress(config.label, config.steps, self.step, config.log_every, enabled=main)
+        if resumed and main:
             print(f"[{config.label}] resumed from step {self.step}", flush=True)
         last_save = time.monotonic()
         try:
             while self.step < config.steps:
                 metrics = self.train_step()
                 done = self.step == config.steps
-                if self.step % config.log_every == 0 or done:
+                if main and (self.step % config.log_every == 0 or done):
                     record = {"step": self.step, **metrics, "it_per_s": progress.rate(self.step)}
                     log.write(record)
                     for hook in self.hooks.on_log:
@@ -143,12 +170,14 @@ class Trainer:
                 progress.update(self.step, metrics)
                 minutes = config.checkpoint_minutes
                 timed = minutes is not None and time.monotonic() - last_save > 60 * minutes
+                if self._stop:
+                    self.checkpoint()
+                    self.dist.barrier()  # nobody leaves before the checkpoint is on disk
+                    raise Preempted(self.step)
                 if self.step % config.checkpoint_every == 0 or done or timed:
                     self.checkpoint()
-                    for hook in self.hooks.on_checkpoint:
-                        hook(self.step)
                     last_save = time.monotonic()
-                if self.hooks.on_samples and (self.step % config.samples_every == 0 or done):
+                if main and self.hooks.on_samples and (self.step % config.samples_every == 0 or done):
                     self.hooks.on_samples(self.step)
         finally:
             progress.close()

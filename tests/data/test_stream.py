@@ -4,11 +4,10 @@ from collections import Counter
 
 import pytest
 import torch
-from pydantic import TypeAdapter
-
 from flowspec.runtime.data.loader import PrefetchingStream
 from flowspec.runtime.data.stream import BatchStream, Mixing
 from flowspec.schemas.data import Data
+from pydantic import TypeAdapter
 
 DATA = TypeAdapter(Data)
 
@@ -78,3 +77,23 @@ def test_mixing_pattern_matches_the_weights_and_counts_earlier_batches_exactly()
     assert share == pytest.approx(0.75, abs=0.01)
     for k, (component, before) in enumerate(picks):
         assert before == sum(1 for c, _ in picks[:k] if c == component)
+
+
+@pytest.mark.parametrize("source", ["shapes", "toy2d"])
+@pytest.mark.parametrize("world,accumulation", [(2, 1), (2, 2), (3, 1)])
+def test_ranks_together_read_exactly_the_one_process_global_batch(source, world, accumulation):
+    """`--nproc N` trains on the same global batches as 1 process: same rows, same places (offsets)."""
+    data = shapes_data() if source == "shapes" else DATA.validate_python(
+        {"source": {"kind": "toy2d", "distribution": {"kind": "checkerboard"}}})
+    micro = 2
+    single = BatchStream(data, 3, micro * world, accumulation, 8)
+    ranks = [BatchStream(data, 3, micro, accumulation, 8, rank=r, world=world) for r in range(world)]
+    for step in (0, 5, 9):
+        for m in range(accumulation):
+            one = single.batch(step, m)
+            parts = sorted((stream.batch(step, m) for stream in ranks), key=lambda b: b.offset)
+            assert one.offset == m * micro * world and one.total == micro * world * accumulation
+            assert [p.offset for p in parts] == [one.offset + r * micro for r in range(world)]
+            assert all(p.total == one.total for p in parts)
+            assert torch.equal(torch.cat([p.x for p in parts]), one.x)
+            assert sum((p.captions for p in parts), []) == one.captions

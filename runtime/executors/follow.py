@@ -1,0 +1,137 @@
+"""Following submitted stages: `run --wait`, `flowspec status RUN`, `flowspec cancel RUN`.
+
+A job's state comes from SLURM's accounting (sacct, through submitit); its progress from the
+stage folder (metrics.jsonl, checkpoints, the DONE marker), which every executor writes alike.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ...compiler.lower import DONE_MARKER
+from .slurm import Submitted, read_record
+
+FINISHED_OK = {"COMPLETED"}
+RUNNING = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "UNKNOWN"}
+LOG_LINES = 20
+
+
+def job_states(jobs: list[Submitted]) -> dict[str, str]:
+    """Job id -> SLURM state (the first word: "CANCELLED by 0" -> "CANCELLED"), from accounting, with
+    the queue as a fallback for a job submitted too recently to be accounted; "UNKNOWN" if neither knows it."""
+    ids = ",".join(job.job_id for job in jobs)
+    states: dict[str, str] = {}
+    for command in (["sacct", "-X", "-n", "-P", "-o", "JobIDRaw,State", "-j", ids],
+                    ["squeue", "-h", "-o", "%i|%T", "-j", ids]):
+        out = subprocess.run(command, capture_output=True, text=True)
+        for line in out.stdout.splitlines():
+            job_id, _, state = line.partition("|")
+            if state and job_id.strip() not in states:
+                states[job_id.strip()] = state.split()[0]
+        if all(job.job_id in states for job in jobs):
+            break
+    return {job.job_id: states.get(job.job_id, "UNKNOWN") for job in jobs}
+
+
+def progress(run_dir: str) -> dict:
+    """Step and last logged metrics of a stage folder, whoever ran it."""
+    folder = Path(run_dir)
+    out: dict = {"done": (folder / DONE_MARKER).exists()}
+    metrics = folder / "metrics.jsonl"
+    if metrics.exists():
+        lines = metrics.read_text().strip().splitlines()
+        if lines:
+            last = json.loads(lines[-1])
+            out.update(step=last.get("step"), loss=last.get("loss"))
+    return out
+
+
+def log_paths(job: Submitted) -> list[Path]:
+    folder = Path(job.folder)
+    return [folder / f"{job.job_id}_0_log.err", folder / f"{job.job_id}_0_log.out"]
+
+
+def log_tail(job: Submitted, lines: int = LOG_LINES) -> str:
+    for path in log_paths(job):
+        if path.exists() and path.stat().st_size:
+            text = path.read_text(errors="replace").rstrip().splitlines()
+            return f"{path}:\n" + "\n".join("    " + line for line in text[-lines:])
+    return f"{log_paths(job)[0]}: (no log written; the job never started)"
+
+
+def describe(job: Submitted, state: str) -> str:
+    info = progress(job.run_dir)
+    step = f" step {info['step']}" if info.get("step") is not None else ""
+    loss = f" loss {info['loss']:.4f}" if isinstance(info.get("loss"), float) else ""
+    return f"[{job.stage}] job {job.job_id} {state}{step}{loss}"
+
+
+def wait(jobs: list[Submitted], poll_s: float = 2.0, stream=None) -> int:
+    """Follow the chain until every job has ended; 0 if all completed, 1 (with the failed log) otherwise."""
+    stream = stream or sys.stdout
+    last: dict[str, str] = {}
+    failed: list[tuple[Submitted, str]] = []
+    pending = list(jobs)
+    while pending:
+        states = job_states(pending)
+        for job in list(pending):
+            state = states[job.job_id]
+            line = describe(job, state)
+            if line != last.get(job.job_id):
+                print(line, file=stream, flush=True)
+                last[job.job_id] = line
+            if state in RUNNING:
+                continue
+            pending.remove(job)
+            if state not in FINISHED_OK:
+                failed.append((job, state))
+        if pending:
+            time.sleep(poll_s)
+    for job, state in failed:
+        first = failed[0][0]
+        if job is first:
+            print(f"[{job.stage}] {state}; the end of its log:\n{log_tail(job)}", file=sys.stderr, flush=True)
+        else:
+            print(f"[{job.stage}] {state}: not run because stage '{first.stage}' failed", file=sys.stderr, flush=True)
+    return 1 if failed else 0
+
+
+def status(root: Path, follow: bool = False, stream=None) -> int:
+    stream = stream or sys.stdout
+    jobs = read_record(root)
+    if jobs and follow:
+        return wait(jobs, stream=stream)
+    if not jobs:
+        stages = sorted(p for p in root.glob("*-*") if p.is_dir() and (p / "spec.json").exists())
+        if not stages:
+            print(f"{root}: no stages and no SLURM submission found", file=sys.stderr)
+            return 2
+        for folder in stages:
+            info = progress(str(folder))
+            state = "done" if info["done"] else "unfinished"
+            print(f"[{folder.name}] local {state} step {info.get('step')}", file=stream)
+        return 0
+    states = job_states(jobs)
+    for job in jobs:
+        state = states[job.job_id]
+        print(describe(job, state) + f"  {job.run_dir}", file=stream)
+        if state not in RUNNING and state not in FINISHED_OK:
+            print(f"    log: {log_paths(job)[0]}", file=stream)
+    return 0
+
+
+def cancel(root: Path) -> int:
+    jobs = read_record(root)
+    if not jobs:
+        print(f"{root}: no SLURM submission found", file=sys.stderr)
+        return 2
+    states = job_states(jobs)
+    live = [job for job in jobs if states[job.job_id] in RUNNING]
+    if live:
+        subprocess.run(["scancel", *[job.job_id for job in live]], check=True)
+    for job in jobs:
+        print(f"[{job.stage}] job {job.job_id} " + ("cancelled" if job in live else "had already ended"))
+    return 0
