@@ -15,7 +15,9 @@ pytestmark = pytest.mark.slurm
 
 SLURM = "executor: {kind: slurm, gpus_per_node: 0, cpus_per_task: 1, timeout_min: 10, signal_delay_s: 30}\n"
 ONE_STAGE = TOY.replace("  - {name: finetune, kind: finetune, from: pretrain, steps: 20, optimizer: {lr: 1.0e-3}}\n", "")
-LONG = ONE_STAGE.replace("steps: 60}", "steps: 400}")
+# long enough that the interrupt, sent once the first checkpoint exists, always lands mid-training
+LONG = ONE_STAGE.replace("steps: 60}", "steps: 3000}").replace("checkpoint: {every: 10, keep: 2}",
+                                                             "checkpoint: {every: 100, keep: 2}")
 
 
 def flowspec(env, *args, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -77,7 +79,7 @@ def test_a_preempted_stage_requeues_and_ends_with_the_weights_of_an_uninterrupte
     log = (Path(job["folder"]) / f"{job['job_id']}_0_log.out").read_text()
     assert "requeueing" in log and "Requeued job" in log, log
     step = int(log.split("checkpoint at step ")[1].split()[0])
-    assert 0 < step < 400 and f"resumed from step {step}" in log  # the signal's own checkpoint, not an older one
+    assert 100 <= step < 3000 and f"resumed from step {step}" in log  # the signal's own checkpoint, not an older one
     a, b = weights(stage_dir(tmp_path / "plain", "toy", "pretrain")), weights(stage_dir(cwd, "toy", "pretrain"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

@@ -13,8 +13,9 @@ from ruamel.yaml import YAML
 from flowspec.compiler import SpecError, compile_spec
 from flowspec.schemas.base import tagged
 
-from ..spec_strategies import (FIXUPS, KIND, blocks, document_keys, field_annotation, field_paths, get_in,
-                               raw_specs, reachable_models, specs, tagged_blocks, tagged_unions, walk_schema)
+from ..spec_fixups import FIXUPS, raw_specs, specs
+from ..spec_strategies import (KIND, blocks, document_keys, field_annotation, field_paths, get_in,
+                               reachable_models, tagged_blocks, tagged_unions, walk_schema)
 
 # Examples per property: the profile's (CI: 40, the file runs in about 20 s on 2 cores; thorough: 400).
 EXAMPLES = settings.default.max_examples
