@@ -124,7 +124,10 @@ start() {
     echo $! > "$ROOT/mariadbd.pid"
     wait_for 30 mariadb -e "select 1"
   fi
-  mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DB_PASS';
+  # The controller state was wiped, so job ids start again at 1: drop the old accounting records too,
+  # or sacct would answer for a new job with the old job of the same id.
+  mariadb -e "DROP DATABASE IF EXISTS slurm_acct_db;
+              CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DB_PASS';
               GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
   SLURM_CONF="$CONF" slurmdbd
   wait_for 20 sacctmgr -n list cluster
@@ -137,7 +140,10 @@ start() {
 
 stop_daemons() {
   for pid in "$ROOT/slurmd.pid" "$ROOT/slurmctld.pid" "$ROOT/slurmdbd.pid" "$ROOT/mariadbd.pid"; do
-    if running "$pid"; then kill "$(cat "$pid")"; wait_for 15 bash -c "! kill -0 $(cat "$pid") 2>/dev/null" || true; fi
+    if running "$pid"; then
+      local n; n=$(cat "$pid")  # read before the kill: a daemon removes its own pid file as it exits
+      kill "$n"; wait_for 15 bash -c "! kill -0 $n 2>/dev/null" || true
+    fi
     rm -f "$pid"
   done
   [ "${1:-}" = quiet ] || log "stopped"

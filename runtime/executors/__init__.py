@@ -66,13 +66,13 @@ def preflight(plan: Plan, fresh: bool, world: int | None) -> None:
 
     from ...compiler.lower import cache_status
     from ..distributed import Distributed
-    from .slurm import slurm_block, tasks_per_node
+    from .slurm import slurm_block
 
     runners = runnable_kinds()
     for stage_plan in plan.stages:
         if cache_status(stage_plan.run_dir) == "hit":
             continue
-        size = world or slurm_block(plan, stage_plan.name).nodes * tasks_per_node(slurm_block(plan, stage_plan.name))
+        size = world or slurm_block(plan, stage_plan.name).num_devices()  # a job's tasks
         runner = runners[stage_plan.kind](plan, stage_plan, torch.device("cpu"), fresh, Distributed(world=size))
         runner.check_drift()
         runner.split_batch()

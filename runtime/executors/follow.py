@@ -20,20 +20,28 @@ LOG_LINES = 20
 
 
 def job_states(jobs: list[Submitted]) -> dict[str, str]:
-    """Job id -> SLURM state (the first word: "CANCELLED by 0" -> "CANCELLED"), from accounting, with
-    the queue as a fallback for a job submitted too recently to be accounted; "UNKNOWN" if neither knows it."""
+    """Job id -> SLURM state (the first word: "CANCELLED by 0" -> "CANCELLED"): from the queue while SLURM
+    still holds the job, else from accounting, counting only records since our submission (a cluster
+    whose job ids started again must not answer with an older job of the same id); "UNKNOWN" if neither
+    knows it yet."""
     ids = ",".join(job.job_id for job in jobs)
-    states: dict[str, str] = {}
-    for command in (["sacct", "-X", "-n", "-P", "-o", "JobIDRaw,State", "-j", ids],
-                    ["squeue", "-h", "-o", "%i|%T", "-j", ids]):
-        out = subprocess.run(command, capture_output=True, text=True)
-        for line in out.stdout.splitlines():
-            job_id, _, state = line.partition("|")
-            if state and job_id.strip() not in states:
-                states[job_id.strip()] = state.split()[0]
-        if all(job.job_id in states for job in jobs):
-            break
+    states = _states(["squeue", "-h", "-o", "%i|%T", "-j", ids])
+    rest = [job for job in jobs if job.job_id not in states]
+    if rest:
+        since = min((job.submitted for job in rest), default="") or "1970-01-01T00:00:00"
+        states.update(_states(["sacct", "-X", "-n", "-P", "-o", "JobIDRaw,State", "-S", since,
+                               "-j", ",".join(job.job_id for job in rest)]))
     return {job.job_id: states.get(job.job_id, "UNKNOWN") for job in jobs}
+
+
+def _states(command: list[str]) -> dict[str, str]:
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    states: dict[str, str] = {}
+    for line in out.stdout.splitlines():
+        job_id, _, state = line.partition("|")
+        if state:
+            states[job_id.strip()] = state.split()[0]
+    return states
 
 
 def progress(run_dir: str) -> dict:

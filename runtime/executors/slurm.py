@@ -104,6 +104,7 @@ class Submitted:
     job_id: str
     folder: str
     run_dir: str
+    submitted: str = ""  # local time, sacct's format: accounting records of older jobs with this id are ignored
 
 
 def submit_plan(plan: Plan, fresh: bool = False) -> list[Submitted]:
@@ -113,6 +114,7 @@ def submit_plan(plan: Plan, fresh: bool = False) -> list[Submitted]:
     root = run_root(plan)
     folder = root / "slurm"
     refuse_live_jobs(plan, root)
+    since = time.time() - 60  # a margin for clock skew between this machine and the controller
     jobs, submitted = [], []
     for stage_plan in plan.stages:
         if cache_status(stage_plan.run_dir) == "hit":
@@ -134,7 +136,8 @@ def submit_plan(plan: Plan, fresh: bool = False) -> list[Submitted]:
         jobs.append(job)
         # absolute paths: status, cancel and --wait work from any directory
         submitted.append(Submitted(stage_plan.name, str(job.job_id), str((folder / str(job.job_id)).resolve()),
-                                   str(Path(stage_plan.run_dir).resolve())))
+                                   str(Path(stage_plan.run_dir).resolve()), time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                                                          time.localtime(since))))
         after = f", after job {jobs[-2].job_id}" if len(jobs) > 1 else ""
         print(f"[{stage_plan.name}] submitted job {job.job_id}{after} ({block.nodes} node(s) x "
               f"{tasks_per_node(block)} task(s)) -> {stage_plan.run_dir}", flush=True)
