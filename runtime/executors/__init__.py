@@ -75,6 +75,7 @@ def preflight(plan: Plan, fresh: bool, world: int | None) -> None:
         size = world or slurm_block(plan, stage_plan.name).num_devices()  # a job's tasks
         runner = runners[stage_plan.kind](plan, stage_plan, torch.device("cpu"), fresh, Distributed(world=size))
         runner.check_drift()
+        runner.check_not_running()
         runner.split_batch()
 
 

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import torch
 
+from ...compiler import SpecError
 from ...compiler.lower import cache_status
 from ...compiler.plan import Plan, StagePlan
 from ..distributed import SINGLE, Distributed, from_environment, shutdown
 from ..train.loop import TrainingDiverged
 
 DIVERGED = 1
+USER_ERROR = 2
 
 
 def run_stage(plan: Plan, stage_plan: StagePlan, fresh: bool, dist: Distributed = SINGLE,
@@ -68,6 +70,10 @@ def _worker(rank: int, world: int, port: int, plan: Plan, fresh: bool) -> None:
     dist = from_environment()
     try:
         code = _run_all(plan, fresh, dist)
+    except SpecError as exc:  # e.g. the stage is locked by another run: a user error, not a traceback
+        for issue in exc.issues:
+            print(issue, file=sys.stderr, flush=True)
+        code = USER_ERROR
     finally:
         shutdown(dist)
     if code:

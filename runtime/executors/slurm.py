@@ -50,6 +50,8 @@ def job_parameters(block: Slurm, stage_name: str, spec_name: str) -> dict:
     # A job whose upstream failed is cancelled at once instead of pending forever, whatever the
     # cluster's DependencyParameters say.
     params["slurm_additional_parameters"] = {"kill_on_invalid_dep": "yes", **block.sbatch}
+    # A rank that fails ends its job's other ranks, which would otherwise wait in a collective until the limit.
+    params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
     return params
 
 

@@ -2,7 +2,11 @@
 the loop's configuration, sample grids, evaluation, export and the finished marker."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -28,6 +32,8 @@ from ..train.checkpoint import (
     write_identity,
 )
 from ..train.loop import LoopConfig, LoopHooks, Trainer
+
+LOCK_FILE = ".lock"
 
 
 class StageRunner:
@@ -98,10 +104,45 @@ class StageRunner:
 
     # --------------------------------------------------------------------------------- run
     def run(self) -> None:
-        """Train, then (rank 0) export, evaluate and mark the stage finished; every rank leaves together."""
         self.check_drift()
+        with self.exclusive():
+            self.train_and_finish()
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        """Rank 0 holds an exclusive lock on the stage folder while the stage runs: a second `flowspec run`
+        (here, in another shell, or a SLURM job) of the same stage is refused instead of mixing checkpoints.
+        The OS releases the lock when the process ends, however it ends."""
+        if not self.dist.main:
+            yield
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / LOCK_FILE, "a+") as handle:
+            self._lock(handle)
+            handle.truncate(0)
+            handle.write(f"process {os.getpid()} on {socket.gethostname()}")
+            handle.flush()
+            yield
+
+    def check_not_running(self) -> None:
+        """The lock, tried and released at once: refuses before any worker process is started."""
+        if (self.run_dir / LOCK_FILE).exists():
+            with open(self.run_dir / LOCK_FILE, "a+") as handle:
+                self._lock(handle)
+
+    def _lock(self, handle) -> None:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise SpecError([Issue(Location(self.stage_plan.loc), f"stages.{self.stage.name}",
+                                   f"this stage is being run by {holder} ({self.run_dir}); wait for it to end, "
+                                   "or stop it, before running the stage again")]) from None
+
+    def train_and_finish(self) -> None:
+        """Train, then (rank 0) export, evaluate and mark the stage finished; every rank leaves together."""
         if self.dist.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             write_identity(self.run_dir, self.identity())
         self.dist.barrier()
         started = time.time()

@@ -89,6 +89,7 @@ class Trainer:
         ema = train_spec.ema
         self.ema = EMA(modules, ema.decay, ema.warmup, ema.every) if ema is not None else None
         self.step = 0
+        self._stop = False  # set in train_step when any rank was asked to stop (preemption)
 
     # ------------------------------------------------------------------------------- state
     def state(self) -> dict:

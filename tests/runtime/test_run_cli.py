@@ -1,5 +1,6 @@
 """`flowspec run` end to end on the toy spec: artifacts, cache skip, spec-drift refusal, NaN stop, `sample`."""
 import json
+import time
 
 import numpy as np
 import torch
@@ -105,3 +106,22 @@ def test_image_stage_grids_checker_and_sample_png(tmp_path):
     assert out.returncode == 0, out.stderr
     grid = Image.open(tmp_path / "grid.png")
     assert grid.width >= 256 and grid.height > 0
+
+
+def test_a_stage_already_running_elsewhere_is_refused_and_its_lock_dies_with_it(tmp_path):
+    write_spec(tmp_path, TOY.replace("steps: 60}", "steps: 3000}"))
+    first = start("run", "spec.yaml", cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("runs/toy/pretrain-*/checkpoints/step-*.pt")):
+            assert first.poll() is None and time.monotonic() < deadline, "the first run never checkpointed"
+            time.sleep(0.05)
+        for extra in ((), ("--nproc", "2")):
+            second = flowspec("run", "spec.yaml", *extra, cwd=tmp_path)
+            assert second.returncode == 2 and "Traceback" not in second.stderr
+            assert f"stages.pretrain: this stage is being run by process {first.pid} on" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    resumed = flowspec("run", "spec.yaml", "--stage", "pretrain", cwd=tmp_path)
+    assert resumed.returncode == 0 and "resumed from step" in resumed.stderr + resumed.stdout

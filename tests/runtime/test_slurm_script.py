@@ -26,6 +26,7 @@ def test_every_key_of_the_block_reaches_sbatch(tmp_path):
                  "--job-name=demo.pretrain"):
         assert f"#SBATCH {flag}\n" in text, flag
     assert "module load cuda\n" in text
+    assert "srun --unbuffered --output" in text and "--kill-on-bad-exit=1" in text.split("srun ", 1)[1]
 
 
 def test_a_cpu_block_asks_for_no_gpus_and_one_task(tmp_path):
