@@ -17,6 +17,7 @@ from .slurm import Submitted, read_record
 FINISHED_OK = {"COMPLETED"}
 RUNNING = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "UNKNOWN"}
 LOG_LINES = 20
+LOST_AFTER_S = 300  # neither the queue nor accounting knows the job for this long: it is reported lost
 
 
 def job_states(jobs: list[Submitted]) -> dict[str, str]:
@@ -82,11 +83,14 @@ def wait(jobs: list[Submitted], poll_s: float = 2.0, stream=None) -> int:
     stream = stream or sys.stdout
     last: dict[str, str] = {}
     failed: list[tuple[Submitted, str]] = []
-    pending = list(jobs)
+    pending, unknown_since = list(jobs), {}
     while pending:
         states = job_states(pending)
         for job in list(pending):
             state = states[job.job_id]
+            first_unknown = unknown_since.setdefault(job.job_id, time.monotonic()) if state == "UNKNOWN" else None
+            if first_unknown is not None and time.monotonic() - first_unknown > LOST_AFTER_S:
+                state = "LOST"
             line = describe(job, state)
             if line != last.get(job.job_id):
                 print(line, file=stream, flush=True)

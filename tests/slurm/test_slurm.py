@@ -62,7 +62,8 @@ def test_a_two_stage_chain_runs_as_dependent_jobs_and_finished_stages_are_not_re
     assert status.returncode == 0 and status.stdout.count("COMPLETED") == 2 and "step 20" in status.stdout
 
 
-def test_a_preempted_stage_requeues_and_ends_with_the_weights_of_an_uninterrupted_run(slurm_env, tmp_path):
+@pytest.mark.parametrize("timeout", [False, True], ids=["preempted", "time-limit"])
+def test_a_preempted_stage_requeues_and_ends_with_the_weights_of_an_uninterrupted_run(slurm_env, tmp_path, timeout):
     from submitit.slurm.slurm import SlurmJob
 
     for name in ("plain", "preempted"):
@@ -72,7 +73,8 @@ def test_a_preempted_stage_requeues_and_ends_with_the_weights_of_an_uninterrupte
     cwd = tmp_path / "preempted"
     job = jobs(cwd)[0]
     wait_for(lambda: list(cwd.glob("runs/toy/pretrain-*/checkpoints/step-*.pt")), "a first checkpoint")
-    SlurmJob(folder=job["folder"], job_id=job["job_id"])._interrupt()  # preemption: SIGTERM, then USR2
+    # preemption: SIGTERM, then USR2; a time limit: USR2 alone (SLURM's --signal before the limit)
+    SlurmJob(folder=job["folder"], job_id=job["job_id"])._interrupt(timeout=timeout)
     for name in ("preempted", "plain"):
         follow = flowspec(slurm_env, "status", "runs/toy", "--wait", cwd=tmp_path / name)
         assert follow.returncode == 0, follow.stdout + follow.stderr
