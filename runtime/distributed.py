@@ -1,9 +1,9 @@
 """Data parallelism: which process this is, and the few collectives training needs.
 
-One process per device (GPU, or a CPU slot with gloo). Every rank builds the same model from the
-same seed, reads its own slice of each global batch (runtime/data/epochs.split) and averages
-gradients with the others after the last micro-batch of a step; rank 0 alone writes checkpoints,
-logs, samples and the exported model. With one process every collective is a no-op, so the
+One process per device (GPU, or a CPU slot with gloo). Every rank builds the same model, reads its
+own slice of each global batch (runtime/data/epochs.split), and torch's DistributedDataParallel
+averages the gradients (starting from rank 0's weights); rank 0 alone writes checkpoints, logs,
+samples and the exported model. With one process every collective is a no-op, so the
 single-process path is the plain one.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 # Rank 0 evaluates and exports while the others wait at the stage's final barrier.
 BARRIER_TIMEOUT = datetime.timedelta(hours=6)
@@ -40,21 +41,17 @@ class Distributed:
         return torch.device("cpu")
 
     # ------------------------------------------------------------------------------ collectives
-    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
-        """grad <- mean over ranks, in flat buckets (one all_reduce per ~25 MB, as DDP buckets them)."""
+    def data_parallel(self, modules: dict[str, nn.Module], objective, device: torch.device):
+        """`objective(step, micro)` as the forward of torch's DistributedDataParallel over the trainable
+        modules: their gradients are averaged across ranks in buckets while the backward pass of the
+        last micro-batch runs (earlier ones run under `no_sync`). None with one process."""
         if not self.active:
-            return
-        for param in params:
-            if param.grad is None:  # a module unused this step still takes part in the average
-                param.grad = torch.zeros_like(param)
-        for bucket in _buckets([p.grad for p in params], 25 * 2**20):
-            flat = torch.cat([g.reshape(-1) for g in bucket])
-            dist.all_reduce(flat)
-            flat /= self.world
-            offset = 0
-            for grad in bucket:
-                grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
-                offset += grad.numel()
+            return None
+        from torch.nn.parallel import DistributedDataParallel
+
+        # find_unused_parameters: a step may leave a module without gradient (every caption dropped).
+        return DistributedDataParallel(_ObjectiveModule(modules, objective), find_unused_parameters=True,
+                                       device_ids=[device.index] if device.type == "cuda" else None)
 
     def sum(self, values: list[float], device: torch.device) -> list[float]:
         """Element-wise sum over ranks (losses, the stop flag): one small all_reduce."""
@@ -64,29 +61,21 @@ class Distributed:
         dist.all_reduce(tensor)
         return tensor.tolist()
 
-    def broadcast_parameters(self, modules) -> None:
-        """Start every rank from rank 0's weights (they are built identically; this makes it a fact)."""
-        if not self.active:
-            return
-        for module in modules:
-            for tensor in list(module.parameters()) + list(module.buffers()):
-                dist.broadcast(tensor.data, src=0)
-
     def barrier(self) -> None:
         if self.active:
             dist.barrier()
 
 
-def _buckets(tensors: list[torch.Tensor], limit: int) -> list[list[torch.Tensor]]:
-    out, current, size = [], [], 0
-    for tensor in tensors:
-        nbytes = tensor.numel() * tensor.element_size()
-        if current and (size + nbytes > limit or tensor.dtype != current[0].dtype or tensor.device != current[0].device):
-            out.append(current)
-            current, size = [], 0
-        current.append(tensor)
-        size += nbytes
-    return out + ([current] if current else [])
+class _ObjectiveModule(nn.Module):
+    """The trainable modules as one module whose forward is the stage's objective (for DDP's hooks)."""
+
+    def __init__(self, modules: dict[str, nn.Module], objective):
+        super().__init__()
+        self.parts = nn.ModuleDict(modules)
+        self.objective = objective
+
+    def forward(self, step: int, micro: int):
+        return self.objective(step, micro)
 
 
 SINGLE = Distributed()

@@ -91,8 +91,9 @@ def run_plan(plan: Plan, fresh: bool = False, stages: list[str] | None = None, e
             raise SpecError([Issue(Location(plan.source), "--nproc", "--nproc is for local runs; on SLURM the "
                                    "processes are executor.nodes x executor.gpus_per_node tasks")])
         from .follow import wait as follow
-        from .slurm import submit_plan
+        from .slurm import refuse_live_jobs, submit_plan
 
+        refuse_live_jobs(plan)
         preflight(plan, fresh, None)
         submitted = submit_plan(plan, fresh)
         return follow(submitted) if wait and submitted else 0

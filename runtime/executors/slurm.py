@@ -115,7 +115,6 @@ def submit_plan(plan: Plan, fresh: bool = False) -> list[Submitted]:
 
     root = run_root(plan)
     folder = root / "slurm"
-    refuse_live_jobs(plan, root)
     since = time.time() - 60  # a margin for clock skew between this machine and the controller
     jobs, submitted = [], []
     for stage_plan in plan.stages:
@@ -148,10 +147,12 @@ def submit_plan(plan: Plan, fresh: bool = False) -> list[Submitted]:
     return submitted
 
 
-def refuse_live_jobs(plan: Plan, root: Path) -> None:
-    """Two jobs training one stage folder would fight over its checkpoints: refuse a second submission."""
+def refuse_live_jobs(plan: Plan) -> None:
+    """Two jobs training one stage folder would fight over its checkpoints: refuse a second submission
+    (the stage lock would refuse it too, but only once the job runs, and with less to say)."""
     from .follow import RUNNING, job_states
 
+    root = run_root(plan)
     mine = {str(Path(s.run_dir).resolve()) for s in plan.stages}
     earlier = [job for job in read_record(root) if job.run_dir in mine]
     if not earlier:

@@ -90,6 +90,7 @@ class Trainer:
         self.ema = EMA(modules, ema.decay, ema.warmup, ema.every) if ema is not None else None
         self.step = 0
         self._stop = False  # set in train_step when any rank was asked to stop (preemption)
+        self.ddp = None  # DistributedDataParallel over the objective, made in run() after the restore
 
     # ------------------------------------------------------------------------------- state
     def state(self) -> dict:
@@ -123,21 +124,24 @@ class Trainer:
         config = self.config
         total, extra, bad = 0.0, {}, None
         for micro in range(config.accumulation):
-            with autocast(config):
-                loss, metrics = self.objective(self.step, micro)
-            if not torch.isfinite(loss):
-                bad = bad or f"loss is {loss.item()} at step {self.step + 1} (micro-batch {micro})"
-                continue
-            (loss / config.accumulation).backward()
-            total += loss.item() / config.accumulation
-            extra = metrics
+            last = micro == config.accumulation - 1
+            # Gradients are averaged across ranks during the last micro-batch's backward only.
+            with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
+                with autocast(config):
+                    loss, metrics = (self.ddp or self.objective)(self.step, micro)
+                if torch.isfinite(loss):
+                    total += loss.item() / config.accumulation
+                    extra = metrics
+                else:
+                    bad = bad or f"loss is {loss.item()} at step {self.step + 1} (micro-batch {micro})"
+                # backward even so: every rank must take part in the same collectives
+                (loss / config.accumulation).backward()
         # One small all_reduce: the mean loss, whether any rank diverged, whether any was asked to stop.
         loss_sum, diverged, self._stop = self.dist.sum([total, float(bad is not None), float(self.stop_requested())],
                                                        config.device)
         if diverged:
             raise TrainingDiverged(f"{bad or f'a loss on another rank is not finite at step {self.step + 1}'}; "
                                    "the last checkpoint is kept. Lower optimizer.lr or check the data.")
-        self.dist.average_gradients(self.params)
         norm = nn.utils.clip_grad_norm_(self.params, config.max_grad_norm or float("inf"))
         if not torch.isfinite(norm):
             raise TrainingDiverged(f"gradient norm is {norm.item()} at step {self.step + 1}; the last checkpoint is kept.")
@@ -153,7 +157,7 @@ class Trainer:
     def run(self) -> None:
         config, main = self.config, self.dist.main
         resumed = self.restore()
-        self.dist.broadcast_parameters(self.modules.values())
+        self.ddp = self.dist.data_parallel(self.modules, self.objective, config.device)
         log = MetricsLog(config.run_dir, self.step) if main else None
         progress = Progress(config.label, config.steps, self.step, config.log_every, enabled=main)
         if resumed and main:
