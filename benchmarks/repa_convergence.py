@@ -81,7 +81,8 @@ def train(plan, use_repa: bool, steps: int, every: int, cache_dir: str) -> dict:
         config = spec.model.resolved_config()
         repa = RepaLoss(stage.aux_losses[0], bundle.denoiser, config["num_attention_heads"] * config["attention_head_dim"])
         modules["repa_projector"] = repa
-    objective = FlowMatchingObjective(bundle, stream, stage.timesteps, stage.train.cfg_dropout, torch.device("cpu"), repa)
+    objective = FlowMatchingObjective(bundle, stream, stage.timesteps, stage.train.cfg_dropout, torch.device("cpu"),
+                                      seed=0, repa=repa)
     if repa is not None:
         objective.repa_cache = ContentCache(cache_dir, "repa")
     held_out = validation_set(stage, seed, multiple)

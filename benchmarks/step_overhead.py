@@ -47,7 +47,7 @@ def make_batch(stage, seed=0):
 def flowspec_step_fn(spec, stage, batch: Batch, run_dir: Path):
     bundle = build_bundle(spec.model, seed=0)
     objective = FlowMatchingObjective(bundle, FixedStream(batch), stage.timesteps, stage.train.cfg_dropout,
-                                      torch.device("cpu"))
+                                      torch.device("cpu"), seed=0)
     config = LoopConfig(steps=10**9, accumulation=1, seed=0, run_dir=run_dir, label="bench",
                         device=torch.device("cpu"), max_grad_norm=stage.train.max_grad_norm)
     trainer = Trainer(config, bundle.trainable_modules(), objective, stage.train, stage.optimizer)

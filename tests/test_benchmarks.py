@@ -1,0 +1,23 @@
+"""The benchmark scripts still run against the current runtime (at the smallest sizes; their numbers
+go into the docs, and a script that no longer runs would leave those numbers unreproducible)."""
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+SMALL = [
+    (["benchmarks/step_overhead.py", "--steps", "2", "--warmup", "1"], "ratio flowspec / hand-written"),
+    (["benchmarks/data_throughput.py", "--batches", "2", "--workers", "1"], "training step consumes"),
+    (["benchmarks/repa_convergence.py", "--steps", "60", "--every", "30", "--out", "{tmp}/repa.json"],
+     "checker accuracy at the end"),
+]
+
+
+@pytest.mark.parametrize("args,expected", SMALL, ids=lambda v: v[0] if isinstance(v, list) else None)
+def test_benchmark_runs(tmp_path, args, expected):
+    out = subprocess.run([sys.executable, *[a.format(tmp=tmp_path) for a in args]], cwd=ROOT, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert expected in out.stdout
