@@ -90,7 +90,9 @@ class StageJob:
             shutdown(dist)
             if callable(requeue):
                 requeue(signal.SIGUSR2, None)  # rank 0: requeue and exit; other ranks return
-            raise SystemExit(-1)
+            # Other ranks leave cleanly: a failing exit would make srun (--kill-on-bad-exit) end rank 0
+            # before its requeue went through.
+            raise SystemExit(0 if not dist.main else -1)
         shutdown(dist)
         return {"stage": self.stage, "run_dir": stage_plan.run_dir}
 
