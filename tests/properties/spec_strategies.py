@@ -35,6 +35,8 @@ of documented edits that make most documents pass the compiler's semantic checks
 from __future__ import annotations
 
 import functools
+import io
+import json
 import string
 import types
 import typing
@@ -385,3 +387,14 @@ def all_dicts(node: Any) -> Iterator[dict]:
 def kinds_in(doc: Any) -> set[str]:
     """Every `kind` written in a document."""
     return {d[KIND] for d in all_dicts(doc) if isinstance(d.get(KIND), str)}
+
+
+def dump_yaml(document, path) -> None:
+    """Write a generated document as a YAML file (plain data: tuples become lists)."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    buffer = io.StringIO()
+    yaml.dump(json.loads(json.dumps(document)), buffer)
+    path.write_text(buffer.getvalue())

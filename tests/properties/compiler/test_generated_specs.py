@@ -1,20 +1,18 @@
 """Properties of the compiler over specs generated from the schema (tests/properties/spec_strategies.py)."""
 import copy
 import difflib
-import io
 import json
 from typing import Annotated, Any, Literal
 
 import pytest
 from hypothesis import HealthCheck, assume, event, given, settings, strategies as st
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from ruamel.yaml import YAML
 
 from flowspec.compiler import SpecError, compile_spec
 from flowspec.schemas.base import tagged
 
 from ..spec_fixups import FIXUPS, raw_specs, specs
-from ..spec_strategies import (KIND, blocks, document_keys, field_annotation, field_paths, get_in,
+from ..spec_strategies import (KIND, blocks, document_keys, dump_yaml, field_annotation, field_paths, get_in,
                                reachable_models, tagged_blocks, tagged_unions, walk_schema)
 
 # Examples per property: the profile's (CI: 40, the file runs in about 20 s on 2 cores; thorough: 400).
@@ -25,14 +23,6 @@ COMPILE_FLOOR = 0.6
 
 
 # -------------------------------------------------------------------------------------- helpers
-def dump_yaml(document, path) -> None:
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    buffer = io.StringIO()
-    yaml.dump(json.loads(json.dumps(document)), buffer)
-    path.write_text(buffer.getvalue())
-
-
 def write(tmp_path_factory, document, name="spec.yaml"):
     path = tmp_path_factory.mktemp("gen") / name
     dump_yaml(document, path)

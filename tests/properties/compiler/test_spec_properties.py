@@ -1,28 +1,19 @@
 """Properties of the compiler over shipped specs with random edits and random mutations."""
-import io
 import json
 import math
 
 from hypothesis import given, strategies as st
-from ruamel.yaml import YAML
 
 from flowspec.compiler import SpecError, compile_spec
 from flowspec.compiler.yamlpos import load_file, to_plain
 from flowspec.schemas.base import Block, kind_tag
 
 from ...conftest import SPECS
+from ..spec_strategies import dump_yaml
 
 SPEC_FILES = [str(p) for p in SPECS]
 ALL_KINDS = sorted({kind_tag(c) for c in Block.__subclasses__() for c in [c, *c.__subclasses__()]
                     if "kind" in c.model_fields} | {"pretrain", "finetune", "reflow", "vae", "pixel", "sgd"})
-
-
-def dump_yaml(document, path) -> None:
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    buffer = io.StringIO()
-    yaml.dump(json.loads(json.dumps(document)), buffer)
-    path.write_text(buffer.getvalue())
 
 
 samplers = st.one_of(
