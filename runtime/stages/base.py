@@ -16,21 +16,9 @@ from ...compiler import Issue, Location, SpecError
 from ...compiler.lower import DONE_MARKER, HASH_EXCLUDED
 from ...compiler.plan import Plan, StagePlan
 from ..distributed import SINGLE, Distributed
-from ..models.bundle import (
-    ModelBundle,
-    build_bundle,
-    export_bundle,
-    load_backbone,
-    load_exported,
-)
-from ..train.checkpoint import (
-    capture_rng,
-    latest_checkpoint,
-    read_identity,
-    restore_rng,
-    spec_differences,
-    write_identity,
-)
+from ..models.bundle import ModelBundle, build_bundle, export_bundle, load_backbone, load_exported
+from ..train.checkpoint import (capture_rng, latest_checkpoint, read_identity, restore_rng, spec_differences,
+                                write_identity)
 from ..train.loop import LoopConfig, LoopHooks, Trainer
 
 LOCK_FILE = ".lock"

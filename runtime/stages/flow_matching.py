@@ -3,12 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ..core import (
-    LinearPath,
-    TimestepDistribution,
-    condition_dropout_mask,
-    flow_matching_loss,
-)
+from ..core import LinearPath, TimestepDistribution, condition_dropout_mask, flow_matching_loss
 from ..core.randomness import SliceRandom
 from ..data.loader import PrefetchingStream
 from ..data.stream import BatchStream

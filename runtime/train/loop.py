@@ -16,13 +16,7 @@ import torch
 from torch import nn
 
 from ..distributed import SINGLE, Distributed
-from .checkpoint import (
-    capture_rng,
-    latest_checkpoint,
-    load_checkpoint,
-    restore_rng,
-    save_checkpoint,
-)
+from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from .ema import EMA
 from .logs import MetricsLog, Progress
 from .optim import build_optimizer, build_scheduler
