@@ -3,7 +3,7 @@ whatever the cut into ranks x accumulation micro-batches (what makes `--nproc N`
 import pytest
 import torch
 from flowspec.runtime.core import TimestepDistribution, condition_dropout_mask
-from flowspec.runtime.core.randomness import SliceRandom
+from flowspec.runtime.core.randomness import GLOBAL_DRAW_LIMIT, SliceRandom
 from flowspec.schemas.timesteps import Timesteps
 from hypothesis import given
 from hypothesis import strategies as st
@@ -25,13 +25,15 @@ def slices(seed: int, step: int, world: int, accumulation: int, size: int):
             yield SliceRandom(seed, step, (micro * world + rank) * size, size, total)
 
 
-@given(seeds, st.integers(0, 10**6), cuts(), st.integers(1, 3))
-def test_noise_rows_do_not_depend_on_the_cut(seed, step, cut, channels):
+@given(seeds, st.integers(0, 10**6), cuts(), st.integers(1, 3), st.sampled_from([GLOBAL_DRAW_LIMIT, 0]))
+def test_noise_rows_do_not_depend_on_the_cut(seed, step, cut, channels, limit):
+    """Both ways of drawing: the whole global batch sliced, and (limit 0) one generator per item."""
     world, accumulation, size = cut
-    whole = SliceRandom(seed, step, 0, world * accumulation * size, world * accumulation * size)
-    expected = whole.randn("noise", (whole.size, channels, 2))
-    parts = torch.cat([part.randn("noise", (size, channels, 2)) for part in slices(seed, step, world, accumulation, size)])
-    assert torch.equal(parts, expected)
+    total = world * accumulation * size
+    expected = SliceRandom(seed, step, 0, total, total, limit).randn("noise", (total, channels, 2))
+    parts = [SliceRandom(seed, step, part.offset, size, total, limit).randn("noise", (size, channels, 2))
+             for part in slices(seed, step, world, accumulation, size)]
+    assert torch.equal(torch.cat(parts), expected)
 
 
 @given(seeds, st.integers(0, 10**6), cuts())
