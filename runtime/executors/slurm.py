@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,13 @@ class StageJob:
             print(f"[{self.stage}] signal received: checkpoint at step {stop.step} written, requeueing", flush=True)
             shutdown(dist)
             if callable(requeue):
-                requeue(signal.SIGUSR2, None)  # rank 0: requeue and exit; other ranks return
+                try:
+                    requeue(signal.SIGUSR2, None)  # rank 0: requeue and exit; other ranks return
+                except subprocess.CalledProcessError as exc:
+                    # `scontrol requeue` runs inside the job, so the requeue it asked for can end it
+                    # with SIGTERM before it returns: the job is requeued all the same.
+                    if exc.returncode != -signal.SIGTERM:
+                        raise
             # Other ranks leave cleanly: a failing exit would make srun (--kill-on-bad-exit) end rank 0
             # before its requeue went through.
             raise SystemExit(0 if not dist.main else -1)
