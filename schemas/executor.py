@@ -37,8 +37,12 @@ class Slurm(Block):
     gpu: Accelerator = Field("h100", description="What each GPU is, for the plan's estimates.")
     mfu: float = Field(0.35, gt=0, le=1, description="Assumed model FLOPs utilisation, for the GPU-hour estimate.")
 
+    def tasks_per_node(self) -> int:
+        """One task (rank) per GPU; one CPU task on a node without GPUs."""
+        return self.gpus_per_node or 1
+
     def num_devices(self) -> int:
-        return self.nodes * max(self.gpus_per_node, 1)
+        return self.nodes * self.tasks_per_node()
 
 
 Executor = tagged(Local, Slurm, default="local")

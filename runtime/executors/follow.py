@@ -1,7 +1,7 @@
 """Following submitted stages: `run --wait`, `flowspec status RUN`, `flowspec cancel RUN`.
 
-A job's state comes from SLURM's accounting (sacct, through submitit); its progress from the
-stage folder (metrics.jsonl, checkpoints, the DONE marker), which every executor writes alike.
+A job's state comes from the queue (squeue) while SLURM holds the job, then from accounting (sacct);
+its progress from the stage folder (metrics.jsonl, the DONE marker), which every executor writes alike.
 """
 from __future__ import annotations
 
@@ -102,8 +102,8 @@ def wait(jobs: list[Submitted], poll_s: float = 2.0, stream=None) -> int:
                 failed.append((job, state))
         if pending:
             time.sleep(poll_s)
+    first = failed[0][0] if failed else None
     for job, state in failed:
-        first = failed[0][0]
         if job is first:
             print(f"[{job.stage}] {state}; the end of its log:\n{log_tail(job)}", file=sys.stderr, flush=True)
         else:
@@ -114,24 +114,28 @@ def wait(jobs: list[Submitted], poll_s: float = 2.0, stream=None) -> int:
 def status(root: Path, follow: bool = False, stream=None) -> int:
     stream = stream or sys.stdout
     jobs = read_record(root)
-    if jobs and follow:
-        return wait(jobs, stream=stream)
     if not jobs:
-        stages = sorted(p for p in root.glob("*-*") if p.is_dir() and (p / "spec.json").exists())
-        if not stages:
-            print(f"{root}: no stages and no SLURM submission found", file=sys.stderr)
-            return 2
-        for folder in stages:
-            info = progress(str(folder))
-            state = "done" if info["done"] else "unfinished"
-            print(f"[{folder.name}] local {state} step {info.get('step')}", file=stream)
-        return 0
+        return local_status(root, stream)
+    if follow:
+        return wait(jobs, stream=stream)
     states = job_states(jobs)
     for job in jobs:
         state = states[job.job_id]
         print(describe(job, state) + f"  {job.run_dir}", file=stream)
         if state not in RUNNING and state not in FINISHED_OK:
             print(f"    log: {log_paths(job)[0]}", file=stream)
+    return 0
+
+
+def local_status(root: Path, stream) -> int:
+    """A run that was never submitted: each stage folder, finished or not, and its last logged step."""
+    stages = sorted(p for p in root.glob("*-*") if p.is_dir() and (p / "spec.json").exists())
+    if not stages:
+        print(f"{root}: no stages and no SLURM submission found", file=sys.stderr)
+        return 2
+    for folder in stages:
+        info = progress(str(folder))
+        print(f"[{folder.name}] local {'done' if info['done'] else 'unfinished'} step {info.get('step')}", file=stream)
     return 0
 
 

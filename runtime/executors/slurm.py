@@ -32,14 +32,10 @@ def slurm_block(plan: Plan, name: str) -> Slurm:
     return block if isinstance(block, Slurm) else Slurm()
 
 
-def tasks_per_node(block: Slurm) -> int:
-    return block.gpus_per_node or 1
-
-
 def job_parameters(block: Slurm, stage_name: str, spec_name: str) -> dict:
     """AutoExecutor parameters (cluster "slurm") for one stage's job."""
     params = {"name": f"{spec_name}.{stage_name}", "timeout_min": block.timeout_min, "nodes": block.nodes,
-              "tasks_per_node": tasks_per_node(block), "cpus_per_task": block.cpus_per_task,
+              "tasks_per_node": block.tasks_per_node(), "cpus_per_task": block.cpus_per_task,
               "slurm_signal_delay_s": block.signal_delay_s, "slurm_setup": list(block.setup)}
     if block.gpus_per_node:
         params["gpus_per_node"] = block.gpus_per_node
@@ -124,7 +120,8 @@ def submit_plan(plan: Plan, fresh: bool = False) -> list[Submitted]:
 
     root = run_root(plan)
     folder = root / "slurm"
-    since = time.time() - 60  # a margin for clock skew between this machine and the controller
+    # sacct's time format; a minute early, for clock skew between this machine and the controller
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 60))
     jobs, submitted = [], []
     for stage_plan in plan.stages:
         if cache_status(stage_plan.run_dir) == "hit":
@@ -146,11 +143,10 @@ def submit_plan(plan: Plan, fresh: bool = False) -> list[Submitted]:
         jobs.append(job)
         # absolute paths: status, cancel and --wait work from any directory
         submitted.append(Submitted(stage_plan.name, str(job.job_id), str((folder / str(job.job_id)).resolve()),
-                                   str(Path(stage_plan.run_dir).resolve()), time.strftime("%Y-%m-%dT%H:%M:%S",
-                                                                                          time.localtime(since))))
+                                   str(Path(stage_plan.run_dir).resolve()), since))
         after = f", after job {jobs[-2].job_id}" if len(jobs) > 1 else ""
         print(f"[{stage_plan.name}] submitted job {job.job_id}{after} ({block.nodes} node(s) x "
-              f"{tasks_per_node(block)} task(s)) -> {stage_plan.run_dir}", flush=True)
+              f"{block.tasks_per_node()} task(s)) -> {stage_plan.run_dir}", flush=True)
     if submitted:
         write_record(root, submitted)
     return submitted
