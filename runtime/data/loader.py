@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .sources import DataError
 from .stream import Batch, BatchStream
 
 
@@ -20,7 +21,12 @@ class _MicroBatches(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         step, micro = divmod(index, self.accumulation)
-        return vars(self.stream.batch(step, micro))
+        try:
+            return vars(self.stream.batch(step, micro))
+        except DataError as exc:
+            # Handed back as a value: raised by the DataLoader it would come back wrapped in a
+            # multi-line worker traceback, and a BadSample would not survive the rewrapping.
+            return {"data_error": exc}
 
 
 class PrefetchingStream:
@@ -47,4 +53,9 @@ class PrefetchingStream:
             self._start(index)
         fields = next(self._iterator)
         self._next += 1
-        return Batch(**fields)
+        if "data_error" in fields:
+            self._iterator = None  # the workers stop at an error; a later call starts afresh
+            raise fields["data_error"]
+        batch = Batch(**fields)
+        self.stream.note_skipped(batch)
+        return batch

@@ -2,6 +2,7 @@
 goes to, and how an item becomes a (bucket-sized image, caption, label, cache key)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,6 +10,7 @@ import numpy as np
 from .buckets import Bucket, assign, cover_crop
 from .filters import passes
 from .shapes import ShapesDataset, class_label, make_scene, render
+from .sources import BadSample, DataError
 
 RENDERER_VERSION = 1  # part of a shapes item's cache key; bump when rendering changes
 
@@ -19,6 +21,7 @@ class Item:
     caption: str
     label: int
     key: str  # everything the pixels depend on, for content-keyed caches
+    skipped: tuple[tuple[str, str], ...] = ()  # (file, reason) of bad images this item stands in for
 
 
 def caption_complexity(caption: str, meta: dict) -> int:
@@ -60,34 +63,90 @@ class ShapesPhase:
 
     def summary(self) -> dict:
         return {"source": "shapes", "found": self.found, "kept": len(self.kept),
-                "filtered": self.found - len(self.kept), "complexity": list(self.band)}
+                "filtered": self.found - len(self.kept), "complexity": list(self.band),
+                "skipped": 0, "skipped_files": []}
+
+
+_REPLACEMENT_STREAM = 0xBAD  # tags the random stream that picks a stand-in for an image that fails to decode
 
 
 class FolderPhase:
     """Images from a folder, kept when their caption's complexity is in the phase's band, resized to
-    cover their bucket and cropped (centre, or at an offset seeded by (seed, epoch, item))."""
+    cover their bucket and cropped (centre, or at an offset seeded by (seed, epoch, item)).
 
-    def __init__(self, source, seed: int, phase, buckets: tuple[Bucket, ...]):
-        self.source, self.seed, self.buckets = source, seed, buckets
+    Bad images (data.on_bad_sample): every header is read here, before bucketing, so under `skip` an
+    unreadable one never enters a batch; one whose pixels fail to decode at load time is replaced by
+    another image of its bucket, picked from (seed, epoch, item) alone, so every rank, data-loader
+    worker and resume picks the same one. `skipped` names each file left out or replaced (in this
+    process: a decode failure is only known once some process has loaded the file).
+    """
+
+    def __init__(self, source, seed: int, phase, buckets: tuple[Bucket, ...], on_bad_sample: str = "fail"):
+        self.source, self.seed, self.buckets, self.on_bad_sample = source, seed, buckets, on_bad_sample
         lo, hi = phase.complexity
-        self.kept = [i for i in range(len(source))
-                     if lo <= caption_complexity(source.record(i).caption, source.record(i).meta) <= hi]
+        in_band = [i for i in range(len(source))
+                   if lo <= caption_complexity(source.record(i).caption, source.record(i).meta) <= hi]
+        self.num_in_band = len(in_band)
+        self.skipped: dict[str, str] = {}  # file -> reason
+        self.kept, self._buckets = [], []
+        for i in in_band:
+            try:
+                self._buckets.append(assign(*source.size(i), buckets))
+            except BadSample as exc:
+                self._note(exc)
+                continue
+            self.kept.append(i)
+        self._members: list[np.ndarray] | None = None  # items of each bucket, built at the first replacement
 
     def __len__(self) -> int:
         return len(self.kept)
 
     def assignments(self) -> list[int]:
-        return [assign(*self.source.size(i), self.buckets) for i in self.kept]
+        return list(self._buckets)
+
+    def _note(self, exc: BadSample) -> None:
+        if self.on_bad_sample == "fail":
+            raise exc
+        self.skipped[exc.name] = exc.reason
 
     def load(self, item: int, bucket: Bucket, epoch: int, crop: str) -> Item:
+        failed = []
+        for candidate in self._candidates(item, epoch):
+            name = str(self.source.path(self.kept[candidate]))
+            if name not in self.skipped:  # a file known to be bad is not decoded again: same outcome
+                try:
+                    loaded = self._load(candidate, bucket, epoch, crop)
+                    return dataclasses.replace(loaded, skipped=tuple(failed)) if failed else loaded
+                except BadSample as exc:
+                    self._note(exc)
+            failed.append((name, self.skipped[name]))
+        raise DataError(f"every image of the {bucket.height}x{bucket.width} bucket fails to decode, so "
+                        f"{failed[0][0]} has no stand-in (first failure: {failed[0][1]})")
+
+    def _candidates(self, item: int, epoch: int):
+        """The item, then (once it has failed) the other items of its bucket in an order drawn from
+        (seed, epoch, item): the stand-in depends on nothing a process has seen before."""
+        yield item
+        if self._members is None:
+            assignments = np.asarray(self._buckets, dtype=np.int64)
+            self._members = [np.flatnonzero(assignments == b) for b in range(len(self.buckets))]
+        others = self._members[self._buckets[item]]
+        rng = np.random.default_rng([self.seed, epoch, self.kept[item], _REPLACEMENT_STREAM])
+        yield from (int(j) for j in rng.permutation(others) if j != item)
+
+    def _load(self, item: int, bucket: Bucket, epoch: int, crop: str) -> Item:
         index = self.kept[item]
         rng = np.random.default_rng([self.seed, epoch, index]) if crop == "random" else None
         image = cover_crop(self.source.image(index), bucket, crop, rng)
         where = f"random:{epoch}" if crop == "random" else "center"
         key = f"file:{self.source.content_hash(index)}:{bucket.shape}:{where}"
-        return Item(image, self.source.record(index).caption, 0, key)
+        return Item(image, self.source.record(index).caption, self.source.label(index), key)
 
     def summary(self) -> dict:
+        """found = filtered + outside_complexity + kept + the files skipped for a bad header; files
+        replaced after a failed decode are among `kept` and also in `skipped`."""
         counts = self.source.summary()
         return {"source": "imagefolder", "found": counts["num_found"], "kept": len(self.kept),
-                "filtered": counts["num_filtered"], "outside_complexity": counts["num_kept"] - len(self.kept)}
+                "filtered": counts["num_filtered"], "outside_complexity": counts["num_kept"] - self.num_in_band,
+                "skipped": len(self.skipped),
+                "skipped_files": [{"file": name, "reason": reason} for name, reason in sorted(self.skipped.items())]}

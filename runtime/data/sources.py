@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,18 @@ _TRANSPOSED = {5, 6, 7, 8}  # these swap width and height
 
 class DataError(ValueError):
     """A problem with the user's data (not a bug): the message names the file."""
+
+
+class BadSample(DataError):
+    """One image that cannot be read or decoded: `data.on_bad_sample: skip` leaves it out instead."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name}: {reason}; `data.on_bad_sample: skip` would skip it "
+                         "(counted and named in the data report)")
+        self.name, self.reason = name, reason
+
+    def __reduce__(self):  # rebuilt from (name, reason) when it crosses a process boundary
+        return type(self), (self.name, self.reason)
 
 
 @dataclass(frozen=True)
@@ -65,12 +79,47 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return rgb.transpose(method) if method is not None else rgb
 
 
+def _unreadable(exc: Exception) -> str:
+    # PIL's own message for an unknown format repeats the path or a BytesIO address: say it plainly.
+    if isinstance(exc, IsADirectoryError):
+        return "cannot read the image: it is a directory"
+    if isinstance(exc, PermissionError):
+        return "cannot read the image: permission denied"
+    if isinstance(exc, UnidentifiedImageError):
+        return "cannot read the image: unknown format or corrupt header"
+    return f"cannot read the image ({exc})"
+
+
 def open_image(source, name: str) -> Image.Image:
-    """Image.open that names the file when it is not an image."""
+    """Image.open (the header only) that raises BadSample naming the file and the reason."""
     try:
+        if (len(source) if isinstance(source, bytes) else os.stat(source).st_size) == 0:
+            raise BadSample(name, "cannot read the image: the file is empty (0 bytes)")
         return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{name}: cannot read the image ({exc})") from None
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise BadSample(name, _unreadable(exc)) from None
+
+
+def header_size(source, name: str) -> tuple[int, int]:
+    """(height, width) as displayed, from the header only; BadSample when there is no usable header."""
+    with open_image(source, name) as image:
+        height, width = oriented_size(image)
+    if height <= 0 or width <= 0:
+        raise BadSample(name, f"cannot read the image: the header gives an empty {height}x{width} image")
+    return height, width
+
+
+# What PIL raises for pixel data that ends early or does not decode, after a valid header
+# (ValueError: e.g. "tile cannot extend outside image" from a corrupt tile table).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+
+
+def decode_rgb(image: Image.Image, name: str) -> Image.Image:
+    """`to_rgb` that raises BadSample naming the file when the pixels cannot be decoded."""
+    try:
+        return to_rgb(image)
+    except _DECODE_ERRORS as exc:
+        raise BadSample(name, f"cannot decode the image: truncated or corrupt pixel data ({exc})") from None
 
 
 def _list_images(root: Path) -> list[str]:
@@ -96,6 +145,8 @@ def _sidecar_captions(root: Path, images: list[str]) -> dict[str, str]:
             captions[rel] = txt.read_text(encoding="utf-8").strip()
         except UnicodeDecodeError as exc:
             raise DataError(f"{txt}: caption is not UTF-8 text ({exc})") from None
+        except OSError as exc:
+            raise DataError(f"{txt}: cannot read the caption file ({exc.strerror or exc})") from None
     if missing:
         raise DataError(f"{len(missing)} image(s) in {root} have no caption file (NAME.txt beside the image): "
                         f"{listing(missing)}")
@@ -123,6 +174,14 @@ def _parse_line(where: str, line: str) -> tuple[str, str, dict]:
     return Path(name).as_posix().removeprefix("./"), text.strip(), entry
 
 
+def _why_not_listed(path: Path) -> str:
+    if not path.exists():
+        return "does not exist"
+    if path.is_dir():
+        return "is a folder, not an image file"
+    return f"is not an image ({', '.join(IMAGE_EXTENSIONS)}) or is hidden"
+
+
 def _metadata_captions(root: Path, images: list[str]) -> tuple[dict[str, str], dict[str, dict]]:
     path, known = root / METADATA, set(images)
     captions: dict[str, str] = {}
@@ -136,9 +195,7 @@ def _metadata_captions(root: Path, images: list[str]) -> tuple[dict[str, str], d
         if name in first_line:
             raise DataError(f"{where}: {name} is already captioned on line {first_line[name]}")
         if name not in known:
-            reason = ("does not exist" if not (root / name).exists()
-                      else f"is not an image ({', '.join(IMAGE_EXTENSIONS)}) or is hidden")
-            raise DataError(f"{where}: file_name {name} {reason} in {root}")
+            raise DataError(f"{where}: file_name {name} {_why_not_listed(root / name)} in {root}")
         first_line[name], captions[name], metas[name] = number, text, meta
     missing = [rel for rel in images if rel not in captions]
     if missing:
@@ -170,8 +227,12 @@ class ImageFolder:
         everything = [Record(rel, captions[rel], metas.get(rel, {})) for rel in images]
         self.records = [r for r in everything if filt.passes(self.filters, r.caption, r.meta)]
         self.num_found = len(everything)
+        # Classes (for class-conditional models) are the top-level subfolders of every image found, filtered
+        # or not, so a filter never renumbers them.
+        self.classes = tuple(sorted({r.key.split("/", 1)[0] for r in everything if "/" in r.key}))
+        self.unfiled = [r.key for r in everything if "/" not in r.key]
         self.missing = filt.count_missing(self.filters, ((r.caption, r.meta) for r in everything))
-        self._sizes: dict[int, tuple[int, int]] = {}
+        self._sizes: dict[int, tuple[int, int] | BadSample] = {}
         self._hashes: dict[tuple[int, int, int], str] = {}
 
     def __len__(self) -> int:
@@ -180,37 +241,48 @@ class ImageFolder:
     def record(self, i: int) -> Record:
         return self.records[i]
 
+    def label(self, i: int) -> int:
+        """Index of image i's class (its top-level subfolder) in `classes`; 0 for an image outside any."""
+        key = self.records[i].key
+        return self.classes.index(key.split("/", 1)[0]) if "/" in key else 0
+
     def path(self, i: int) -> Path:
         return self.root / self.records[i].key
 
     def size(self, i: int) -> tuple[int, int]:
-        """(height, width) from the header only: bucketing a large folder must not decode it."""
+        """(height, width) from the header only: bucketing a large folder must not decode it.
+        BadSample when the header cannot be read (remembered: each phase asks again)."""
         if i not in self._sizes:
-            path = self.path(i)
-            with open_image(path, str(path)) as image:
-                self._sizes[i] = oriented_size(image)
-        return self._sizes[i]
+            try:
+                self._sizes[i] = header_size(self.path(i), str(self.path(i)))
+            except BadSample as exc:
+                self._sizes[i] = exc
+        size = self._sizes[i]
+        if isinstance(size, BadSample):
+            raise BadSample(size.name, size.reason)
+        return size
 
     def image(self, i: int) -> Image.Image:
+        """The decoded RGB image; BadSample when it cannot be read or decoded."""
         path = self.path(i)
         with open_image(path, str(path)) as image:
-            try:
-                return to_rgb(image)
-            except (OSError, SyntaxError) as exc:  # truncated or corrupt after a valid header
-                raise DataError(f"{path}: cannot decode the image ({exc})") from None
+            return decode_rgb(image, str(path))
 
     def content_hash(self, i: int) -> str:
         """sha256 of the file bytes: a cache key that changes exactly when the image does."""
         path = self.path(i)
-        stat = path.stat()
-        # Keyed by mtime and size too, so an image edited while this object lives is rehashed.
-        key = (i, stat.st_mtime_ns, stat.st_size)
-        if key not in self._hashes:
-            digest = hashlib.sha256()
-            with open(path, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-            self._hashes[key] = digest.hexdigest()
+        try:
+            stat = path.stat()
+            # Keyed by mtime and size too, so an image edited while this object lives is rehashed.
+            key = (i, stat.st_mtime_ns, stat.st_size)
+            if key not in self._hashes:
+                digest = hashlib.sha256()
+                with open(path, "rb") as handle:
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(chunk)
+                self._hashes[key] = digest.hexdigest()
+        except OSError as exc:  # deleted or made unreadable since it was decoded
+            raise BadSample(str(path), _unreadable(exc)) from None
         return self._hashes[key]
 
     def summary(self) -> dict:

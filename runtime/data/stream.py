@@ -9,7 +9,7 @@ function of the step, so phase changes land at the declared step, also after a r
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -32,6 +32,9 @@ class Batch:
     keys: list[str] | None = None  # content identity of each image (cache keys)
     offset: int = 0  # where these rows start in the step's global batch (runtime/core/randomness.py)
     total: int = 0  # size of the global batch; 0: this batch is all of it
+    # Bad images replaced in this batch ({"component", "file", "reason"}; data.on_bad_sample: skip).
+    # They travel with the batch so a data-loader worker's finds reach the main process's report.
+    skipped: list[dict] = field(default_factory=list)
 
 
 def _hash(*parts) -> int:
@@ -74,7 +77,7 @@ class PhaseBatches:
             self.names.append(name)
             weights.append((phase.mixture or {}).get(name, weight))
             view = ShapesPhase(block, seed, phase, self.buckets) if block.kind == "shapes" else \
-                FolderPhase(sources[name], seed, phase, self.buckets)
+                FolderPhase(sources[name], seed, phase, self.buckets, data.on_bad_sample)
             self.views.append(view)
         self.assignments = [view.assignments() for view in self.views]
         self.schedules = [EpochSchedule(self.plan(c, 0).num_batches) for c in range(len(self.views))]
@@ -106,6 +109,10 @@ class PhaseBatches:
         return out
 
 
+def _skipped(component: str, items) -> list[dict]:
+    return [{"component": component, "file": name, "reason": reason} for it in items for name, reason in it.skipped]
+
+
 def _components(source):
     if source.kind == "mixture":
         return [(c.name, c.weight, c.source) for c in source.components]
@@ -121,8 +128,8 @@ class BatchStream:
         if data.source.kind == "toy2d":
             self.toy = Toy2DBatches(data.source, seed)
             return
-        if data.source.kind == "mixture" and any(c.source.kind == "webdataset" for c in data.source.components):
-            raise NotImplementedError("a webdataset source cannot be part of a mixture yet: use it on its own")
+        # schemas/data.py refuses this at validate time: a mixture plans epochs from item counts.
+        assert data.source.kind != "mixture" or all(c.source.kind != "webdataset" for c in data.source.components)
         from .sources import ImageFolder
 
         self.sources = {name: ImageFolder(block) for name, _, block in _components(data.source)
@@ -156,25 +163,41 @@ class BatchStream:
         images = torch.from_numpy(np.stack([it.image for it in loaded])).permute(0, 3, 1, 2)
         return Batch(images.float().div(127.5).sub(1.0), [it.caption for it in loaded],
                      torch.tensor([it.label for it in loaded]), bucket.height, bucket.width, index,
-                     [it.key for it in loaded], offset=offset, total=len(items))
+                     [it.key for it in loaded], offset=offset, total=len(items),
+                     skipped=_skipped(phase.names[component], loaded))
+
+    def note_skipped(self, batch: Batch) -> None:
+        """Record the bad images a batch made in another process (a data-loader worker) in this
+        process's report, as if they had been loaded here."""
+        for entry in batch.skipped:
+            if self.data.source.kind == "webdataset":
+                target = self._streamed_phase(batch.phase)
+            else:
+                phase = self.phase(batch.phase)
+                target = phase.views[phase.names.index(entry["component"])]
+            target.skipped.setdefault(entry["file"], entry["reason"])
 
     def _streamed(self, step: int, micro: int, index: int, offset: int) -> Batch:
         """Webdataset: one reader per rank, so data-loader workers change the speed, never the data (each
         worker reads every header of its rank's shards and decodes only its own micro-batches)."""
+        m = (step - self.data.curriculum[index].at_step) * self.accumulation + micro
+        phase = self._streamed_phase(index)
+        bucket, items = phase.micro_batch(self.rank, self.world, m, self.data.buckets.crop)
+        images = torch.from_numpy(np.stack([it.image for it in items])).permute(0, 3, 1, 2)
+        headers = [{"component": "webdataset", "file": name, "reason": reason} for name, reason in phase.take_found()]
+        return Batch(images.float().div(127.5).sub(1.0), [it.caption for it in items], None,
+                     bucket.height, bucket.width, index, [it.key for it in items], offset=offset,
+                     total=self.global_batch, skipped=headers + _skipped("webdataset", items))
+
+    def _streamed_phase(self, index: int):
         if index not in self._phases:
-            from .buckets import make_buckets
             from .webdataset_phase import WebDatasetPhase
 
             phase = self.data.curriculum[index]
             buckets = make_buckets(phase.resolution, phase.aspect_ratios, self.multiple)
             self._phases[index] = WebDatasetPhase(self.data.source, self.seed, phase, buckets, self.size,
-                                                  self.data.buckets)
-        m = (step - self.data.curriculum[index].at_step) * self.accumulation + micro
-        bucket, items = self._phases[index].micro_batch(self.rank, self.world, m, self.data.buckets.crop)
-        images = torch.from_numpy(np.stack([it.image for it in items])).permute(0, 3, 1, 2)
-        return Batch(images.float().div(127.5).sub(1.0), [it.caption for it in items], None,
-                     bucket.height, bucket.width, index, [it.key for it in items], offset=offset,
-                     total=self.global_batch)
+                                                  self.data.buckets, self.data.on_bad_sample)
+        return self._phases[index]
 
     def report(self) -> list[dict]:
         if self.data.source.kind == "toy2d":

@@ -25,7 +25,7 @@ import braceexpand
 from PIL import Image
 
 from . import filters as filt
-from .sources import DataError, listing, open_image, oriented_size, to_rgb
+from .sources import DataError, decode_rgb, header_size, listing, open_image
 
 # The same splitting and metadata rules as webdataset.tariterators (base_plus_ext, skip_meta),
 # so shards written for webdataset group into the same samples here.
@@ -73,18 +73,15 @@ def expand(urls: str) -> list[str]:
 
 
 def image_size(sample: Sample) -> tuple[int, int]:
-    """(height, width) from the image header, without decoding the pixels."""
-    with open_image(sample.image_bytes, f"{sample.shard}:{sample.key}") as image:
-        return oriented_size(image)
+    """(height, width) from the image header, without decoding the pixels (BadSample names shard:key)."""
+    return header_size(sample.image_bytes, f"{sample.shard}:{sample.key}")
 
 
 def decode(sample: Sample) -> Image.Image:
-    """The sample's image in RGB, as displayed (EXIF rotation applied)."""
-    with open_image(sample.image_bytes, f"{sample.shard}:{sample.key}") as image:
-        try:
-            return to_rgb(image)
-        except (OSError, SyntaxError) as exc:
-            raise DataError(f"{sample.shard}:{sample.key}: cannot decode the image ({exc})") from None
+    """The sample's image in RGB, as displayed (EXIF rotation applied); BadSample names shard:key."""
+    name = f"{sample.shard}:{sample.key}"
+    with open_image(sample.image_bytes, name) as image:
+        return decode_rgb(image, name)
 
 
 def _groups(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, tarfile.TarInfo]]]:

@@ -80,7 +80,7 @@ def test_mixture_with_filters_reports_counts_in_plan_and_run_and_caches_latents(
 
 
 def test_webdataset_training_is_the_same_with_and_without_loader_workers(tmp_path):
-    from ..data.test_webdataset_stream import make_shards
+    from ..data.test_webdataset import make_shards
 
     (tmp_path / "shards").mkdir()
     urls = make_shards(tmp_path / "shards")
@@ -110,3 +110,26 @@ def test_sdxl_like_smoke_pretrains_through_its_two_phase_bucketed_curriculum(tmp
     records = [json.loads(line) for line in (pretrain / "metrics.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in records] == [0] * 6 + [1] * 6  # the phase changes exactly at step 6
     assert {r["resolution"] for r in records[6:]} <= {56, 64, 72} and {r["resolution"] for r in records[:6]} == {32}
+
+
+def test_a_corrupt_image_is_one_positioned_line_in_plan_and_run_and_skip_names_it(tmp_path):
+    make_photos(tmp_path / "photos")
+    (tmp_path / "photos" / "img05.png").write_bytes(b"not an image at all")  # score 0.25: filtered out, never read
+    (tmp_path / "photos" / "img07.png").write_bytes(b"\x89PNG garbage")  # score 0.75: kept by the filter
+    write_spec(tmp_path, SPEC)
+    data_line = SPEC.splitlines().index("data:") + 1
+    for command in ("plan", "run"):
+        out = flowspec(command, "spec.yaml", cwd=tmp_path)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        first = out.stderr.splitlines()[0]
+        assert first.startswith(f"spec.yaml:{data_line}:1: stages.pretrain.data: photos/img07.png: cannot read")
+        assert "data.on_bad_sample: skip" in first
+    assert not list(tmp_path.glob("runs/mix/pretrain-*/checkpoints/*"))  # refused before any training
+
+    run = flowspec("run", "spec.yaml", "--set", "data.on_bad_sample=skip", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "photos 5 of 12 images" in run.stdout and "1 bad file(s) skipped: photos/img07.png" in run.stdout
+    done = next(d for d in tmp_path.glob("runs/mix/pretrain-*") if (d / "DONE").exists())
+    report = json.loads((done / "data_report.json").read_text())
+    skipped = report[0]["components"][1]["skipped_files"]
+    assert [f["file"] for f in skipped] == ["photos/img07.png"]
