@@ -5,6 +5,7 @@ replaces it); anything else replaces. Lists of named items (stages) are addresse
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +65,11 @@ def apply(tree: PosDict, override: Override) -> None:
             node = node[index]
         elif isinstance(node, PosDict):
             if last:
-                node.put(segment, merge(node.get(segment), override.value), override.loc)
+                merged = merge(node.get(segment), override.value)
+                # A mapping merged key by key stays where it was written; its replaced keys move to the override.
+                kept = segment in node and _merges(node.get(segment), override.value)
+                node.put(segment, merged, node.key_pos.get(segment) if kept else override.loc,
+                         node.val_pos.get(segment) if kept else None)
                 return
             if not isinstance(node.get(segment), (PosDict, PosList)):
                 node.put(segment, PosDict(loc=override.loc), override.loc)
@@ -86,16 +91,28 @@ def _list_index(node: PosList, segment: str, override: Override, where: str) -> 
                            f" (names: {one_of(n for n in names if n)})")])
 
 
-def merge(base: Any, over: Any) -> Any:
-    """`over` merged into a copy of `base`: mappings key by key, everything else replaced."""
+def merge(base: Any, over: Any, keep_positions: bool = True) -> Any:
+    """`over` merged into a copy of `base`: mappings key by key, everything else replaced. With
+    `keep_positions`, a mapping merged key by key keeps the position of `base`'s key (an override of one
+    key inside a block does not move the block); otherwise every key of `over` takes its position."""
     if not isinstance(base, PosDict) or not isinstance(over, PosDict):
         return clone(over)
     if "kind" in over and base.get("kind") != over["kind"]:
         return clone(over)
     out = clone(base)
     for key, value in over.items():
-        out.put(key, merge(out.get(key), value), over.key_pos.get(key), over.val_pos.get(key))
+        merged = merge(out.get(key), value, keep_positions)
+        if keep_positions and key in out and _merges(out.get(key), value):
+            out.put(key, merged, out.key_pos.get(key), out.val_pos.get(key))
+        else:
+            out.put(key, merged, over.key_pos.get(key), over.val_pos.get(key))
     return out
+
+
+def _merges(base: Any, over: Any) -> bool:
+    """Whether `over` merges into `base` key by key (rather than replacing it)."""
+    return isinstance(base, PosDict) and isinstance(over, PosDict) and not (
+        "kind" in over and base.get("kind") != over["kind"])
 
 
 def inherit(tree: PosDict, blocks: tuple[str, ...]) -> None:
@@ -113,7 +130,8 @@ def inherit(tree: PosDict, blocks: tuple[str, ...]) -> None:
             root = tree.get(block)
             root_copy = clone(root) if isinstance(root, PosDict) else PosDict(loc=tree.loc)
             own = stage.get(block)
-            merged = merge(root_copy, own) if isinstance(own, PosDict) else root_copy
+            # The stage's own keys point where the stage wrote them, the rest at the root block.
+            merged = merge(root_copy, own, keep_positions=False) if isinstance(own, PosDict) else root_copy
             if own is not None and not isinstance(own, PosDict):
                 merged = own  # a wrong type: let validation report it where it was written
             if block in stage:
@@ -121,3 +139,49 @@ def inherit(tree: PosDict, blocks: tuple[str, ...]) -> None:
             else:
                 fallback = stages.item_pos[index]
                 stage.put(block, merged, tree.key_pos.get(block, fallback), tree.val_pos.get(block, fallback))
+
+
+def kinds_of(union: Any) -> tuple[dict[str, set[str]], str | None]:
+    """For a union made by schemas.base.tagged: kind -> the keys a block of that kind accepts, and the
+    kind of a block that names none."""
+    members, discriminator = typing.get_args(union)
+    keys = {}
+    for member in typing.get_args(members):
+        model = typing.get_args(member)[0]
+        keys[typing.get_args(model.model_fields["kind"].annotation)[0]] = {
+            field.alias or name for name, field in model.model_fields.items()}
+    return keys, discriminator.discriminator({})
+
+
+def switch_kind(tree: PosDict, block: str, kind: str, union: Any, where: Location) -> None:
+    """Make the root block `block` and each stage's own one of kind `kind` (the command line's choice, e.g.
+    `--executor slurm`), before any --set: the keys the new kind shares with the old (gpu, mfu) stay where
+    they were written, the others (local's devices) go, since they describe a kind that will not run.
+    A stage block that names no kind merges into the root's and stays kindless; one that names a kind gets
+    the new one."""
+    keys, default = kinds_of(union)
+    if kind not in keys:
+        raise SpecError([Issue(where, block, f"unknown {block} kind '{kind}'{did_you_mean(kind, keys)}"
+                               f" (kinds: {one_of(keys)})")])
+    root = tree.get(block)
+    if root is not None and not isinstance(root, PosDict):
+        return  # a wrong type: validation reports it where it was written
+    old = root.get("kind", default) if root is not None else default
+    if old != kind:
+        converted = _as_kind(root if root is not None else PosDict(loc=where), kind, keys, where, named=True)
+        tree.put(block, converted, tree.key_pos.get(block, where), tree.val_pos.get(block, where))
+    for stage in tree.get("stages") or ():
+        own = stage.get(block) if isinstance(stage, PosDict) else None
+        if isinstance(own, PosDict) and own.get("kind", old) != kind:
+            converted = _as_kind(own, kind, keys, where, named="kind" in own)
+            stage.put(block, converted, stage.key_pos.get(block), stage.val_pos.get(block))
+
+
+def _as_kind(node: PosDict, kind: str, keys: dict[str, set[str]], where: Location, named: bool) -> PosDict:
+    out = PosDict(loc=node.loc)
+    if named:
+        out.put("kind", kind, node.key_pos.get("kind", where), where)
+    for key, value in node.items():
+        if key in keys[kind] - {"kind"}:
+            out.put(key, value, node.key_pos.get(key), node.val_pos.get(key))
+    return out

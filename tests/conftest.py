@@ -21,6 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests that use the local SLURM cluster run last (a stable sort keeps every other order): the
+    cluster their fixture installs puts srun and sbatch on PATH, and no unit test may pass only because
+    an earlier test left them there."""
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is not None or "slurm_env" in item.fixturenames)
+
+
 @pytest.fixture
 def root() -> Path:
     return ROOT

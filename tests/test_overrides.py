@@ -4,8 +4,9 @@ import pytest
 from flowspec.compiler import SpecError, compile_spec
 from flowspec.compiler.errors import Location
 from flowspec.compiler.locate import locate
-from flowspec.compiler.overrides import apply, merge, parse_set
+from flowspec.compiler.overrides import apply, merge, parse_set, switch_kind
 from flowspec.compiler.yamlpos import load_text, positioned
+from flowspec.schemas.executor import Executor
 
 F = "t.yaml"
 
@@ -99,3 +100,45 @@ def test_warnings_do_not_fail_and_are_positioned(tmp_path):
     assert [str(w) for w in plan.warnings] == [
         f"{spec}:5:21: warning: stages.a.timesteps.shift.kind: one fixed alpha across resolutions [32, 64]: "
         "a `resolution` shift recomputes alpha = sqrt(pixels / base pixels) at each phase"]
+
+
+def validated(path, profile, sets, executor):
+    """The validated spec (after the `validate` pass: the smoke batches do not split over 4 GPUs)."""
+    seen = {}
+
+    def stop_after_validate(name, state):
+        if name == "validate":
+            seen["spec"] = state.spec
+            raise StopIteration
+
+    with pytest.raises(StopIteration):
+        compile_spec(path, profile, sets, on_pass=stop_after_validate, executor=executor)
+    return seen["spec"]
+
+
+def test_executor_kind_is_applied_before_set_so_its_keys_can_be_set(root):
+    spec = validated(str(root / "specs/sdxl_like.yaml"), "smoke", ["executor.gpus_per_node=4"], "slurm")
+    assert [(s.name, s.executor.kind, s.executor.gpus_per_node) for s in spec.stages] == [
+        (name, "slurm", 4) for name in ("pretrain", "sft", "dpo", "subject_lora", "lcm")]
+    assert spec.executor.gpu == "cpu"  # the smoke profile's gpu, a key both kinds have, is kept
+
+
+def test_the_old_kinds_keys_are_dropped_unless_set_on_the_command_line(root):
+    spec = validated(str(root / "specs/sdxl_like.yaml"), None, [], "local")  # subject_lora's own block: {nodes: 1}
+    assert {(s.executor.kind, s.executor.gpu) for s in spec.stages} == {("local", "h100")}
+    with pytest.raises(SpecError) as info:
+        compile_spec(str(root / "specs/sdxl_like.yaml"), "smoke", ["executor.devices=2"], executor="slurm")
+    assert str(info.value.issues[0]) == ("--set executor.devices=2: stages.pretrain.executor.devices: "
+                                         "unknown key 'devices'")
+
+
+def test_switch_kind_keeps_positions_and_names_the_command_line():
+    t = tree("executor:\n  kind: local\n  devices: 2\n  mfu: 0.5\n"
+             "stages:\n  - {name: a, executor: {kind: local, devices: 4}}\n  - {name: b, executor: {gpu: a100}}\n")
+    switch_kind(t, "executor", "slurm", Executor, Location("--executor slurm"))
+    assert t["executor"] == {"kind": "slurm", "mfu": 0.5}
+    assert locate(t, ("executor", "mfu"), Location(F), at_key=False) == Location(F, 4, 8)
+    assert locate(t, ("executor", "kind"), Location(F), at_key=False) == Location("--executor slurm")
+    assert t["stages"][0]["executor"] == {"kind": "slurm"} and t["stages"][1]["executor"] == {"gpu": "a100"}
+    with pytest.raises(SpecError, match="unknown executor kind 'slurn' \\(did you mean 'slurm'\\?\\)"):
+        switch_kind(t, "executor", "slurn", Executor, Location("--executor slurn"))

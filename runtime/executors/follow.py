@@ -2,15 +2,25 @@
 
 A job's state comes from the queue (squeue) while SLURM holds the job, then from accounting (sacct);
 its progress from the stage folder (metrics.jsonl, the DONE marker), which every executor writes alike.
+
+SLURM's own answers are read as SLURM gives them, including the ones that come with a non-zero exit
+(a job the queue no longer holds, a cluster without accounting). Any other failure of a command (it is
+not installed, the controller does not answer) is a SlurmUnavailable error, never a job state: a job
+SLURM could not be asked about must not read UNKNOWN, or a second submission of a running stage
+would slip through refuse_live_jobs.
 """
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from ...compiler import Issue, Location, SpecError
 from ...compiler.lower import DONE_MARKER
 from .slurm import Submitted, read_record
 
@@ -18,26 +28,95 @@ FINISHED_OK = {"COMPLETED"}
 RUNNING = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "UNKNOWN"}
 LOG_LINES = 20
 LOST_AFTER_S = 300  # neither the queue nor accounting knows the job for this long: it is reported lost
+# Past SLURM's own retries (MessageTimeout, 10 s by default, a few times over) a command that still has
+# not answered never will.
+COMMAND_TIMEOUT_S = 120
+# squeue asked about one job id that the controller no longer holds (finished and purged after
+# MinJobAge) exits 1 with this; asked about several, it leaves such ids out and exits 0. Either way
+# accounting has the rest.
+NOT_IN_QUEUE = "Invalid job id specified"
+# sacct on a cluster that keeps no accounting (AccountingStorageType none) exits 1 with this: jobs
+# that have left the queue are unknown there, which is the cluster's setup, not a failure.
+NO_ACCOUNTING = "accounting storage is disabled"
+# scancel of a job that ended after squeue listed it: it has ended, which is what was asked.
+ALREADY_ENDED = ("already completing or completed", NOT_IN_QUEUE)
+
+
+class SlurmUnavailable(SpecError):
+    """SLURM could not be asked: a command is not installed, or it failed (e.g. its controller does not
+    answer). A user error about this machine, not the spec: the CLI prints `message` as one line, exit 2.
+    `missing` tells the two apart: a controller may answer again, a missing command will not appear."""
+
+    def __init__(self, message: str, missing: bool):
+        super().__init__([Issue(Location("SLURM"), "", message)])
+        self.message, self.missing = message, missing
+
+    @property
+    def one_line(self) -> str:
+        return self.message
+
+
+def require(*commands: str) -> None:
+    """Refuse at once, saying what to do, where SLURM's client commands are not installed."""
+    missing = [name for name in commands if shutil.which(name) is None]
+    if missing:
+        raise SlurmUnavailable(not_installed(missing), missing=True)
+
+
+def not_installed(names: list[str]) -> str:
+    listed = ", ".join(f"`{name}`" for name in names)
+    return (f"{listed} {'is' if len(names) == 1 else 'are'} not on PATH: this machine is not a SLURM login node "
+            "(or SLURM's client commands are not installed here). Run flowspec on a login node of the cluster, "
+            "or run the stages on this machine with `flowspec run SPEC --executor local`")
+
+
+def slurm_command(command: list[str], answers: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run a SLURM client command. A non-zero exit is SLURM's answer only when every line it wrote to
+    stderr says one of `answers`; any other failure raises SlurmUnavailable with the command's own words."""
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    except FileNotFoundError:
+        raise SlurmUnavailable(not_installed([command[0]]), missing=True) from None
+    except subprocess.TimeoutExpired:
+        raise SlurmUnavailable(f"`{shlex.join(command)}` did not answer within {COMMAND_TIMEOUT_S} s. "
+                               + _what_to_check(command[0]), missing=False) from None
+    said = [line.strip() for line in out.stderr.splitlines()
+            if line.strip() and "warning:" not in line.lower()]
+    if out.returncode != 0 and not (said and all(any(a.lower() in line.lower() for a in answers) for line in said)):
+        words = "; ".join(said[-3:]) or out.stdout.strip()[-300:] or "no message"
+        raise SlurmUnavailable(f"`{shlex.join(command)}` failed (exit {out.returncode}): {words}. "
+                               + _what_to_check(command[0]), missing=False)
+    return out
+
+
+def _what_to_check(program: str) -> str:
+    if program == "sacct":
+        return ("SLURM's accounting did not answer, so the jobs' states are unknown: check that slurmdbd is up "
+                "(or ask the cluster's admins) and try again")
+    return ("SLURM did not answer, so the jobs' states are unknown: check that its controller is up "
+            "(`scontrol ping`) and try again")
 
 
 def job_states(jobs: list[Submitted]) -> dict[str, str]:
     """Job id -> SLURM state (the first word: "CANCELLED by 0" -> "CANCELLED"): from the queue while SLURM
     still holds the job, else from accounting, counting only records since our submission (a cluster
     whose job ids started again must not answer with an older job of the same id); "UNKNOWN" if neither
-    knows it yet."""
+    knows it (yet, or ever, on a cluster without accounting). Raises SlurmUnavailable if SLURM cannot
+    be asked."""
     ids = ",".join(job.job_id for job in jobs)
-    states = _states(["squeue", "-h", "-o", "%i|%T", "-j", ids])
+    states = _states(slurm_command(["squeue", "-h", "-o", "%i|%T", "-j", ids], answers=(NOT_IN_QUEUE,)))
     rest = [job for job in jobs if job.job_id not in states]
     if rest:
         since = min((job.submitted for job in rest), default="") or "1970-01-01T00:00:00"
-        states.update(_states(["sacct", "-X", "-n", "-P", "-o", "JobIDRaw,State", "-S", since,
-                               "-j", ",".join(job.job_id for job in rest)]))
+        states.update(_states(slurm_command(["sacct", "-X", "-n", "-P", "-o", "JobIDRaw,State", "-S", since,
+                                             "-j", ",".join(job.job_id for job in rest)], answers=(NO_ACCOUNTING,))))
     return {job.job_id: states.get(job.job_id, "UNKNOWN") for job in jobs}
 
 
-def _states(command: list[str]) -> dict[str, str]:
-    out = subprocess.run(command, capture_output=True, text=True, check=False)
+def _states(out: subprocess.CompletedProcess) -> dict[str, str]:
     states: dict[str, str] = {}
+    if out.returncode != 0:  # an answer that knows none of the jobs
+        return states
     for line in out.stdout.splitlines():
         job_id, _, state = line.partition("|")
         if state:
@@ -78,14 +157,22 @@ def describe(job: Submitted, state: str) -> str:
     return f"[{job.stage}] job {job.job_id} {state}{step}{loss}"
 
 
-def wait(jobs: list[Submitted], poll_s: float = 2.0, stream=None) -> int:
-    """Follow the chain until every job has ended; 0 if all completed, 1 (with the failed log) otherwise."""
+def wait(jobs: list[Submitted], poll_s: float = 2.0, stream=None, patience_s: float = LOST_AFTER_S) -> int:
+    """Follow the chain until every job has ended; 0 if all completed, 1 (with the failed log) otherwise.
+    A SLURM that stops answering (a controller restart, a busy controller) is asked again for up to
+    `patience_s`, then SlurmUnavailable ends the wait; a missing command ends it at once."""
     stream = stream or sys.stdout
     last: dict[str, str] = {}
     failed: list[tuple[Submitted, str]] = []
-    pending, unknown_since = list(jobs), {}
+    pending, unknown_since, silent_since = list(jobs), {}, None
     while pending:
-        states = job_states(pending)
+        try:
+            states = job_states(pending)
+            silent_since = None
+        except SlurmUnavailable as exc:
+            silent_since = _keep_asking(exc, silent_since, patience_s, poll_s)
+            time.sleep(poll_s)
+            continue
         for job in list(pending):
             state = states[job.job_id]
             first_unknown = unknown_since.setdefault(job.job_id, time.monotonic()) if state == "UNKNOWN" else None
@@ -102,13 +189,29 @@ def wait(jobs: list[Submitted], poll_s: float = 2.0, stream=None) -> int:
                 failed.append((job, state))
         if pending:
             time.sleep(poll_s)
+    _report_failures(failed)
+    return 1 if failed else 0
+
+
+def _keep_asking(exc: SlurmUnavailable, silent_since: float | None, patience_s: float, poll_s: float) -> float:
+    """When SLURM first failed to answer; raises once it has failed for longer than `patience_s`."""
+    now = time.monotonic()
+    if exc.missing or (silent_since is not None and now - silent_since > patience_s):
+        raise exc
+    if silent_since is None:
+        print(f"{exc.message}; asking again every {poll_s:g} s for up to {patience_s:g} s", file=sys.stderr,
+              flush=True)
+        return now
+    return silent_since
+
+
+def _report_failures(failed: list[tuple[Submitted, str]]) -> None:
     first = failed[0][0] if failed else None
     for job, state in failed:
         if job is first:
             print(f"[{job.stage}] {state}; the end of its log:\n{log_tail(job)}", file=sys.stderr, flush=True)
         else:
             print(f"[{job.stage}] {state}: not run because stage '{first.stage}' failed", file=sys.stderr, flush=True)
-    return 1 if failed else 0
 
 
 def status(root: Path, follow: bool = False, stream=None) -> int:
@@ -147,7 +250,8 @@ def cancel(root: Path) -> int:
     states = job_states(jobs)
     live = [job for job in jobs if states[job.job_id] in RUNNING]
     if live:
-        subprocess.run(["scancel", *[job.job_id for job in live]], check=True)
+        said = slurm_command(["scancel", *[job.job_id for job in live]], answers=ALREADY_ENDED).stderr
+        live = [job for job in live if not re.search(rf"job id {re.escape(job.job_id)}\b", said)]
     for job in jobs:
         print(f"[{job.stage}] job {job.job_id} " + ("cancelled" if job in live else "had already ended"))
     return 0

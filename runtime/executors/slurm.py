@@ -6,6 +6,7 @@ submitit's own handler requeues the job; the requeued job resumes from that chec
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -20,6 +21,9 @@ from ...compiler.plan import Plan, StagePlan
 from ...schemas.executor import Slurm
 
 RECORD = "slurm.json"
+# What `run --executor slurm` calls: sbatch to submit (submitit also runs srun inside the job), squeue
+# and sacct to refuse a second submission of live stages and to follow them with --wait.
+SUBMISSION_COMMANDS = ("sbatch", "srun", "squeue", "sacct")
 
 
 def run_root(plan: Plan) -> Path:
@@ -33,23 +37,49 @@ def slurm_block(plan: Plan, name: str) -> Slurm:
 
 
 def job_parameters(block: Slurm, stage_name: str, spec_name: str) -> dict:
-    """AutoExecutor parameters (cluster "slurm") for one stage's job."""
-    params = {"name": f"{spec_name}.{stage_name}", "timeout_min": block.timeout_min, "nodes": block.nodes,
-              "tasks_per_node": block.tasks_per_node(), "cpus_per_task": block.cpus_per_task,
-              "slurm_signal_delay_s": block.signal_delay_s, "slurm_setup": list(block.setup)}
+    """submitit SlurmExecutor parameters (sbatch's own names) for one stage's job."""
+    params = {"job_name": f"{spec_name}.{stage_name}", "time": block.timeout_min, "nodes": block.nodes,
+              "ntasks_per_node": block.tasks_per_node(), "cpus_per_task": block.cpus_per_task,
+              "signal_delay_s": block.signal_delay_s, "setup": list(block.setup)}
     if block.gpus_per_node:
         params["gpus_per_node"] = block.gpus_per_node
     if block.mem_gb is not None:
-        params["slurm_mem"] = f"{round(block.mem_gb * 1024)}M"
+        params["mem"] = f"{round(block.mem_gb * 1024)}M"
     for key in ("partition", "account", "qos", "constraint"):
         if getattr(block, key) is not None:
-            params[f"slurm_{key}"] = getattr(block, key)
+            params[key] = getattr(block, key)
     # A job whose upstream failed is cancelled at once instead of pending forever, whatever the
     # cluster's DependencyParameters say.
-    params["slurm_additional_parameters"] = {"kill_on_invalid_dep": "yes", **block.sbatch}
+    params["additional_parameters"] = {"kill_on_invalid_dep": "yes", **block.sbatch}
     # A rank that fails ends its job's other ranks, which would otherwise wait in a collective until the limit.
-    params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
+    params["srun_args"] = ["--kill-on-bad-exit=1"]
     return params
+
+
+def stage_executor(folder: Path, block: Slurm, stage_name: str, spec_name: str, after: str | None = None):
+    """The submitit executor of one stage's job (its sbatch script, its submission), `afterok` job `after`."""
+    executor = _executor_class()(str(folder / "%j"), max_num_timeout=block.max_requeues)
+    params = job_parameters(block, stage_name, spec_name)
+    if after is not None:
+        params["additional_parameters"]["dependency"] = f"afterok:{after}"
+    executor.update_parameters(**params)
+    return executor
+
+
+@functools.cache
+def _executor_class() -> type:
+    from submitit import SlurmExecutor
+
+    class StageExecutor(SlurmExecutor):
+        """submitit's SlurmExecutor without its own probe for `srun` (which raises a bare RuntimeError):
+        flowspec checks SLURM's commands itself before submitting, with a message that says what to do,
+        and an executor that only writes a job's script needs no SLURM at all."""
+
+        @classmethod
+        def affinity(cls) -> int:
+            return 1
+
+    return StageExecutor
 
 
 class StageJob:
@@ -118,6 +148,9 @@ def submit_plan(plan: Plan, fresh: bool = False) -> list[Submitted]:
     """Queue the chain: one job per unfinished stage, each after the previous one (afterok)."""
     import submitit
 
+    from .follow import require
+
+    require(*SUBMISSION_COMMANDS)
     root = run_root(plan)
     folder = root / "slurm"
     # sacct's time format; a minute early, for clock skew between this machine and the controller
@@ -128,12 +161,8 @@ def submit_plan(plan: Plan, fresh: bool = False) -> list[Submitted]:
             print(f"[{stage_plan.name}] cached: {stage_plan.run_dir}", flush=True)
             continue
         block = slurm_block(plan, stage_plan.name)
-        executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster="slurm",
-                                         slurm_max_num_timeout=block.max_requeues)
-        params = job_parameters(block, stage_plan.name, plan.spec.name)
-        if jobs:
-            params["slurm_additional_parameters"]["dependency"] = f"afterok:{jobs[-1].job_id}"
-        executor.update_parameters(**params)
+        executor = stage_executor(folder, block, stage_plan.name, plan.spec.name,
+                                  after=jobs[-1].job_id if jobs else None)
         try:
             job = executor.submit(StageJob(plan, stage_plan.name, fresh, os.getcwd()))
         except submitit.core.utils.FailedJobError as exc:
@@ -154,9 +183,14 @@ def submit_plan(plan: Plan, fresh: bool = False) -> list[Submitted]:
 
 def refuse_live_jobs(plan: Plan) -> None:
     """Two jobs training one stage folder would fight over its checkpoints: refuse a second submission
-    (the stage lock would refuse it too, but only once the job runs, and with less to say)."""
-    from .follow import RUNNING, job_states
+    (the stage lock would refuse it too, but only once the job runs, and with less to say).
 
+    The first step of a SLURM run: a machine without SLURM is refused here, before any model is built.
+    A SLURM that cannot be asked raises SlurmUnavailable: a job whose state is unknown is never taken
+    for an ended one."""
+    from .follow import RUNNING, job_states, require
+
+    require(*SUBMISSION_COMMANDS)
     root = run_root(plan)
     mine = {str(Path(s.run_dir).resolve()) for s in plan.stages}
     earlier = [job for job in read_record(root) if job.run_dir in mine]

@@ -1,17 +1,21 @@
 """The sbatch script a stage's executor block becomes (no cluster needed: submitit writes the text)."""
-import submitit
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 from pydantic import TypeAdapter
 
-from flowspec.runtime.executors.slurm import job_parameters, refusal
+from flowspec.runtime.executors.slurm import refusal, stage_executor
 from flowspec.schemas.executor import Executor, Slurm
 
 
 def sbatch_text(block: Slurm, tmp_path) -> str:
-    executor = submitit.AutoExecutor(folder=str(tmp_path), cluster="slurm")
-    params = job_parameters(block, "pretrain", "demo")
-    params["slurm_additional_parameters"]["dependency"] = "afterok:41"
-    executor.update_parameters(**params)
-    return executor._executor._make_submission_file_text("python -u -m submitit.core._submit", "uid")
+    """The script submission hands to sbatch, written by the executor submit_plan uses."""
+    executor = stage_executor(tmp_path, block, "pretrain", "demo", after="41")
+    return executor._make_submission_file_text(executor._submitit_command_str, "uid")
 
 
 def test_every_key_of_the_block_reaches_sbatch(tmp_path):
@@ -46,3 +50,16 @@ def test_sbatch_refusals_become_positioned_errors_with_what_was_asked():
     assert text.startswith("spec.yaml:12:5: stages.pretrain.executor: SLURM refused the job for stage 'pretrain': ")
     assert "invalid partition specified: gpu; Batch job submission failed: Invalid partition name specified" in text
     assert "partition=gpu" in text and "gpus_per_node=9" in text and "warmup were cancelled" in text
+
+
+def test_the_script_tests_pass_where_no_slurm_command_can_be_found():
+    """A machine with SLURM installed (CI's, once the slurm tests ran) must not be what makes them pass."""
+    venv_bin = str(Path(sys.executable).parent)
+    found = [c for c in ("srun", "sbatch", "squeue") if shutil.which(c, path=venv_bin)]
+    assert not found, f"{venv_bin} holds {found}: run the tests from a virtual environment"
+    here = Path(__file__)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here),
+                          "-k", "not where_no_slurm_command"], cwd=here.parents[2], capture_output=True, text=True,
+                         env={**os.environ, "PATH": venv_bin})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert re.search(r"^\d+ passed, 1 deselected in", out.stdout, re.MULTILINE), out.stdout[-500:]  # none skipped
