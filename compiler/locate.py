@@ -1,8 +1,10 @@
 """Map a key path (pydantic `loc` or a check's path) to where it was written and how the user names it."""
 from __future__ import annotations
 
+import re
 from typing import Any, Sequence
 
+from ..schemas.base import NAME_PATTERN
 from .errors import Location
 from .yamlpos import PosDict, PosList
 
@@ -69,7 +71,8 @@ def dotted(tree: PosDict, loc: Sequence[Any]) -> str:
             item = node[segment]
             name = item.get("name") if isinstance(item, dict) else None
             names = [other.get("name") for other in node if isinstance(other, dict)]
-            unique = isinstance(name, str) and name and names.count(name) == 1
+            # Only a valid name stands for its item (a 5000-character or malformed one is shown by index).
+            unique = isinstance(name, str) and re.fullmatch(NAME_PATTERN, name) and names.count(name) == 1
             parts.append(name if unique else str(segment))
             node = item
         else:

@@ -1,6 +1,7 @@
 """Pass `validate`: the positioned tree through pydantic, every error mapped to file:line:col."""
 from __future__ import annotations
 
+import os
 import re
 import types
 import typing
@@ -15,8 +16,10 @@ from .yamlpos import PosDict
 
 
 def validate(tree: PosDict, fallback: Location) -> Spec:
+    # Custom stage kinds import their objective class beside the spec file (schemas/stages/custom.py).
+    context = {"spec_dir": os.path.dirname(os.path.abspath(fallback.file))}
     try:
-        return Spec.model_validate(tree)
+        return Spec.model_validate(tree, context=context)
     except ValidationError as exc:
         issues = _dedupe([_issue(error, tree, fallback) for error in exc.errors()])
         raise SpecError(sorted(issues, key=position)) from None
@@ -58,7 +61,7 @@ def _issue(error: dict, tree: PosDict, fallback: Location) -> Issue:
         tag = ctx.get("tag")
         return Issue(where, f"{path}.kind", f"unknown kind '{tag}'{did_you_mean(tag, tags)} (valid kinds: {one_of(tags)})")
     if kind == "literal_error":
-        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        choices = [a or b for a, b in re.findall(r"'([^']*)'|(-?\d+)", str(ctx.get("expected", "")))]
         value = error.get("input")
         return Issue(locate(tree, loc, fallback, at_key=False), path,
                      f"'{value}' is not one of {one_of(choices)}{did_you_mean(value, choices)}")

@@ -12,6 +12,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.reader import ReaderError
 
 from .errors import Issue, Location, SpecError
 
@@ -74,6 +75,10 @@ def load_file(path: str) -> PosDict:
             text = handle.read()
     except OSError as exc:
         raise SpecError([Issue(Location(path), "", f"cannot read spec: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise SpecError([Issue(Location(path, line, 1), "", f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                               f"offset {exc.start}): save the spec as UTF-8")]) from None
     key = (path, text)
     if key not in _PARSED:
         tree = load_text(text, path)
@@ -94,6 +99,14 @@ def load_text(text: str, file: str) -> Any:
         raw = yaml.load(io.StringIO(text))
     except MarkedYAMLError as exc:
         raise SpecError([_syntax_issue(exc, file)]) from None
+    except ReaderError as exc:  # a character YAML does not allow (control characters, U+FFFE)
+        line = text[:exc.position].count("\n") + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise SpecError([Issue(Location(file, line, column), "", f"YAML syntax: character U+{code:04X} is not allowed "
+                               "in YAML (remove it, or write it as an escape in a double-quoted string)")]) from None
+    except ValueError as exc:  # an integer literal longer than Python converts (4300 digits)
+        raise SpecError([Issue(Location(file), "", f"YAML value: a number too long to read ({str(exc).split(';')[0]})")]) from None
     issues: list[Issue] = []
     tree = _convert(raw, file, Location(file, 1, 1), issues)
     if issues:

@@ -1,9 +1,9 @@
 """The root of a spec file."""
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from .base import Block
+from .base import NAME_MAX, Block, LocalPath, PlainData, Seed
 from .data import Data
 from .executor import Executor, Tracking
 from .model import Model
@@ -17,9 +17,10 @@ SCHEMA_VERSION = 1
 
 class Spec(Block):
     flowspec: Literal[1] = Field(description="Version of the spec language this file is written in.")
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name: artifacts go to <output_dir>/<name>/.")
-    seed: int = Field(0, description="Root seed; each stage derives its own from it.")
-    output_dir: str = Field("runs", description="Where run folders go (relative to the working directory).")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=NAME_MAX,
+                      description="Run name: artifacts go to <output_dir>/<name>/.")
+    seed: Seed = Field(0, description="Root seed; each stage derives its own from it.")
+    output_dir: LocalPath = Field("runs", description="Where run folders go (relative to the working directory).")
     model: Model = Field(description="The denoiser, its text encoder and its latent space.")
     data: Data = Field(description="Data of every stage unless a stage overrides keys of it.")
     timesteps: Timesteps = Field(default_factory=dict, validate_default=True, description="Timestep sampling of every stage unless overridden.")
@@ -28,6 +29,6 @@ class Spec(Block):
     stages: list[Stage] = Field(min_length=1, description="The chain, run in this order.")
     executor: Executor = Field(default_factory=dict, validate_default=True, description="Where stages run unless a stage overrides it.")
     tracking: Tracking = Field(default_factory=dict, validate_default=True, description="Where metrics go.")
-    profiles: dict[str, dict[str, Any]] = Field(
+    profiles: dict[str, dict[str, PlainData]] = Field(
         default_factory=dict, description="Named override sets {dotted.key: value}, applied with --profile NAME.")
 

@@ -7,7 +7,7 @@ import typing
 from typing import Any, Callable
 
 from flowspec.schemas import Spec
-from flowspec.schemas.data import MAX_COMPLEXITY
+from flowspec.schemas.data import MAX_COMPLEXITY, SHAPES_CLASSES
 from flowspec.schemas.lora_targets import leaf_names
 from flowspec.schemas.presets import MODEL_PRESETS, VAE_PRESETS
 from hypothesis import strategies as st
@@ -28,13 +28,16 @@ from .spec_strategies import (
 # the semantic checks. They are coarse on purpose: a spec they miss is still a fine test case (it must
 # fail with a SpecError, never anything else). In order:
 #   1 data_matches_family          toy2d data iff the mlp family; the mlp family keeps its pixel latent
-#   2 model_config_follows_latent  config overrides keep preset values; input channels follow the latent
-#   3 stage_graph                  unique names; from/teacher/reference name earlier stages
-#   4 steps_and_curricula          steps >= MIN_STEPS, phases at 0, 10, 20.., resolutions x SAFE_RESOLUTION
-#   5 batches_divide               device counts, global/micro batches and groups that divide
-#   6 lora_targets_exist           LoRA targets are module names of the family
-#   7 rewards_fit                  ReFL rewards are differentiable; shapes rewards on shapes data
-#   8 prompts_name_the_identifier  a DreamBooth instance prompt contains its identifier
+#   2 mixtures_are_planned         no webdataset component in a mixture
+#   3 model_config_follows_latent  config overrides keep preset values; input channels follow the latent
+#   4 class_labels_from_data       a class-conditional model reads labelled data, a label row per class
+#   5 stage_graph                  unique names; from/teacher/reference name earlier stages
+#   6 steps_and_curricula          steps >= MIN_STEPS, phases at 0, 10, 20.., resolutions x SAFE_RESOLUTION
+#   7 batches_divide               device counts, global/micro batches and groups that divide
+#   8 lora_targets_exist           LoRA targets are module names of the family
+#   9 rewards_fit                  ReFL rewards are differentiable; shapes rewards on shapes data
+#  10 prompts_name_the_identifier  a DreamBooth instance prompt contains its identifier
+#  11 enhancers_where_generated    prompt enhancers only on stages that generate images
 Fixup = Callable[[Callable, dict], None]
 FIXUPS: list[Fixup] = []
 
@@ -47,6 +50,8 @@ DEVICE_COUNTS = (1, 2, 4)
 GROUP_SIZES = (2, 3, 4, 6, 8, 12, 16, 24)
 TOY_SOURCE, TOY_FAMILY = "toy2d", "mlp"
 SHAPES_REWARDS = ("shapes_checker", "shapes_color")  # rewards that score against shapes captions
+STREAMED_SOURCE = "webdataset"  # no item counts: a mixture cannot plan its epochs
+LABELLED_SOURCES = ("shapes", "imagefolder")  # sources that give class labels
 
 
 def fixup(fn: Fixup) -> Fixup:
@@ -84,8 +89,7 @@ def data_matches_family(draw, doc: dict) -> None:
     union = _source_union()
     toy = doc["model"].get(KIND) == TOY_FAMILY
     image_tags = [t for t in union.tags if t != TOY_SOURCE]
-    holders = [doc["data"], *(s["data"] for s in _stages(doc) if isinstance(s.get("data"), dict) and "source" in s["data"])]
-    for holder in holders:
+    for holder in _source_holders(doc):
         if (holder["source"].get(KIND, union.default) == TOY_SOURCE) != toy:
             tag = TOY_SOURCE if toy else draw(st.sampled_from(image_tags))
             holder["source"] = draw(tagged_blocks(union, only=tag, with_kind=True))
@@ -94,6 +98,24 @@ def data_matches_family(draw, doc: dict) -> None:
             stage["instance_data"] = draw(tagged_blocks(union, only=draw(st.sampled_from(image_tags)), with_kind=True))
     if toy:
         doc["model"].pop("latent", None)
+
+
+def _source_holders(doc: dict) -> list[dict]:
+    """The root data block and each stage data block that writes its own source."""
+    return [doc["data"], *(s["data"] for s in _stages(doc) if isinstance(s.get("data"), dict) and "source" in s["data"])]
+
+
+@fixup
+def mixtures_are_planned(draw, doc: dict) -> None:
+    """2. A mixture's components are sources with item counts: a STREAMED_SOURCE component is redrawn."""
+    from flowspec.schemas.data import Component
+
+    union = _union_at(Component, "source")
+    others = [t for t in union.tags if t != STREAMED_SOURCE]
+    for holder in _source_holders(doc):
+        for component in holder["source"].get("components", []):
+            if component["source"].get(KIND, union.default) == STREAMED_SOURCE:
+                component["source"] = draw(tagged_blocks(union, only=draw(st.sampled_from(others)), with_kind=True))
 
 
 @functools.cache
@@ -105,7 +127,7 @@ def _model_adapter() -> TypeAdapter:
 
 @fixup
 def model_config_follows_latent(draw, doc: dict) -> None:
-    """2. `model.config` overrides of keys the preset defines keep the preset's value (the keys are
+    """3. `model.config` overrides of keys the preset defines keep the preset's value (the keys are
     still written), and the input (and output) channels follow the latent space: the VAE's latent
     channels, 3 for pixels, 2 for 2-D points, times what the family packs into one input."""
     model = doc["model"]
@@ -131,6 +153,23 @@ def model_config_follows_latent(draw, doc: dict) -> None:
         config["out_channels"] = channels * packing
 
 
+@fixup
+def class_labels_from_data(draw, doc: dict) -> None:
+    """4. A class-conditional model (class_count() is not None) trains on LABELLED_SOURCES (another source
+    is redrawn among them) and its label table has a row for each class of the shapes data."""
+    try:
+        built = _model_adapter().validate_python(doc["model"])
+    except Exception:  # noqa: BLE001 - an invalid model block stays as drawn (a SpecError later)
+        return
+    if built.class_count() is None:
+        return
+    union = _source_union()
+    for holder in _source_holders(doc):
+        if holder["source"].get(KIND, union.default) not in LABELLED_SOURCES:
+            holder["source"] = draw(tagged_blocks(union, only=draw(st.sampled_from(LABELLED_SOURCES)), with_kind=True))
+    doc["model"].setdefault("config", {})["num_embeds_ada_norm"] = len(SHAPES_CLASSES)
+
+
 def _unique_names(items: list) -> None:
     seen: set = set()
     for i, item in enumerate(items):
@@ -142,7 +181,7 @@ def _unique_names(items: list) -> None:
 
 @fixup
 def stage_graph(draw, doc: dict) -> None:
-    """3. Names are unique in every list of named blocks (stages, mixture components: an index is
+    """5. Names are unique in every list of named blocks (stages, mixture components: an index is
     appended to a repeat); `from` of a later stage names an earlier stage (one time in three a local
     path); the first stage starts from a local path unless it is a pretrain stage (then drawn);
     `teacher` / `reference`, where written, name earlier stages (dropped in the first stage)."""
@@ -170,7 +209,7 @@ def stage_graph(draw, doc: dict) -> None:
 
 @fixup
 def steps_and_curricula(draw, doc: dict) -> None:
-    """4. Stages run at least MIN_STEPS steps; curriculum phases start at 0, PHASE_GAP, 2 x PHASE_GAP...
+    """6. Stages run at least MIN_STEPS steps; curriculum phases start at 0, PHASE_GAP, 2 x PHASE_GAP...
     (well before any stage ends); resolutions are SAFE_RESOLUTION or twice it; complexity bands are
     sorted into the levels 1..MAX_COMPLEXITY."""
     for stage in _stages(doc):
@@ -189,7 +228,7 @@ def steps_and_curricula(draw, doc: dict) -> None:
 
 @fixup
 def batches_divide(draw, doc: dict) -> None:
-    """5. Batch arithmetic works out: executors run on DEVICE_COUNTS devices (slurm: 1-2 nodes of 0-2
+    """7. Batch arithmetic works out: executors run on DEVICE_COUNTS devices (slurm: 1-2 nodes of 0-2
     GPUs); the root global batch is always written and every global batch is one of GLOBAL_BATCHES;
     micro batches are MICRO_BATCHES; GRPO groups are GROUP_SIZES; `accumulation` is left derived."""
     for node in all_dicts(doc):
@@ -211,7 +250,7 @@ def batches_divide(draw, doc: dict) -> None:
 
 @fixup
 def lora_targets_exist(draw, doc: dict) -> None:
-    """6. LoRA targets (when a list) are module names of the model family."""
+    """8. LoRA targets (when a list) are module names of the model family."""
     leaves = leaf_names(doc["model"][KIND])
     for stage in _stages(doc):
         lora = stage.get("lora")
@@ -226,7 +265,7 @@ def _differentiable(model: type[BaseModel]) -> bool:
 
 @fixup
 def rewards_fit(draw, doc: dict) -> None:
-    """7. Rewards fit their stage: a ReFL stage (the kind with `grad_steps`) gets a differentiable
+    """9. Rewards fit their stage: a ReFL stage (the kind with `grad_steps`) gets a differentiable
     reward (redrawn among the kinds that are, `differentiable: true` where it is a key) and a gradient
     step range inside its rollout; a reward of SHAPES_REWARDS needs `shapes` data (else redrawn)."""
     for stage in _stages(doc):
@@ -250,12 +289,20 @@ def rewards_fit(draw, doc: dict) -> None:
 
 @fixup
 def prompts_name_the_identifier(draw, doc: dict) -> None:
-    """8. A DreamBooth instance prompt contains the stage's identifier (its validator's rule)."""
+    """10. A DreamBooth instance prompt contains the stage's identifier (its validator's rule)."""
     for stage in _stages(doc):
         model = _stage_union().members[stage[KIND]]
         if "identifier" in model.model_fields:
             identifier = stage.get("identifier", model.model_fields["identifier"].default)
             stage["instance_prompt"] = f"a photo of {identifier} {stage.get('instance_prompt', '')}".strip()
+
+
+@fixup
+def enhancers_where_generated(draw, doc: dict) -> None:
+    """11. A prompt_enhancer stays only on a stage whose kind generates images from prompts (`generates`)."""
+    for stage in _stages(doc):
+        if not _stage_union().members[stage[KIND]].generates:
+            stage.pop("prompt_enhancer", None)
 
 
 def apply_fixups(draw, doc: dict) -> dict:

@@ -11,9 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from flowspec.compiler import SpecError, compile_spec
 from flowspec.schemas.base import tagged
 
+from ..measuring import MEASURE
 from ..spec_fixups import FIXUPS, raw_specs, specs
 from ..spec_strategies import (KIND, blocks, document_keys, dump_yaml, field_annotation, field_paths, get_in,
-                               reachable_models, tagged_blocks, tagged_unions, walk_schema)
+                               hostile_scalars, reachable_models, tagged_blocks, tagged_unions, walk_schema)
 
 # Examples per property: the profile's (CI: 40, the file runs in about 20 s on 2 cores; thorough: 400).
 EXAMPLES = settings.default.max_examples
@@ -76,7 +77,7 @@ def test_fixups_make_most_generated_specs_compile(tmp_path_factory, capsys):
     outcomes = {"compiled": 0, "spec_error": 0}
     reasons: dict[str, int] = {}
 
-    @settings(max_examples=FRACTION_EXAMPLES, derandomize=True, database=None)
+    @settings(MEASURE, max_examples=FRACTION_EXAMPLES)
     @given(specs())
     def count(document):
         _, error = compile_or_error(write(tmp_path_factory, document))
@@ -223,13 +224,15 @@ def test_several_mutations_of_raw_specs_raise_only_spec_errors(tmp_path_factory,
             break
         key = data.draw(st.sampled_from(keys))
         parent, last = get_in(document, key.path[:-1]), key.path[-1]
-        how = data.draw(st.sampled_from(["rename", "delete", "kind", "junk"]))
+        how = data.draw(st.sampled_from(["rename", "delete", "kind", "junk", "hostile"]))
         if how == "rename":
             parent[data.draw(st.sampled_from(near_misses(last)))] = parent.pop(last)
         elif how == "delete":
             del parent[last]
         elif how == "kind":
             parent[last] = data.draw(st.sampled_from(ALL_KINDS))
+        elif how == "hostile":
+            parent[last] = data.draw(hostile_scalars())
         else:
             parent[last] = copy.deepcopy(data.draw(st.sampled_from(JUNK)))
     compile_or_error(write(tmp_path_factory, document))
@@ -265,7 +268,7 @@ def test_generated_specs_show_every_stage_kind_and_model_family():
     want = {"stages[]": set(unions["stages[]"].tags), "model": set(unions["model"].tags)}
     seen: dict[str, set] = {"stages[]": set(), "model": set()}
 
-    @settings(max_examples=COVERAGE_EXAMPLES, derandomize=True, database=None)
+    @settings(MEASURE, max_examples=COVERAGE_EXAMPLES)
     @given(specs())
     def collect(document):
         seen["stages[]"].update(s[KIND] for s in document["stages"])
@@ -292,7 +295,9 @@ UNIONS = {tuple(u.members.items()): (path, Annotated[(tp, *meta)], u)
 
 
 @given(st.data())
-@settings(max_examples=5, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# Every block with every field is large by design (an enumeration, not a search): size checks do not apply.
+@settings(max_examples=5, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                 HealthCheck.large_base_example])
 def test_the_walker_writes_every_block_of_the_schema_with_every_field(data):
     """Deterministic enumeration: every model reachable from Spec, with all its fields written,
     validates (only cross-field validators may object: they are what the fix-ups are for)."""
@@ -302,7 +307,9 @@ def test_the_walker_writes_every_block_of_the_schema_with_every_field(data):
 
 
 @given(st.data())
-@settings(max_examples=5, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# Every block with every field is large by design (an enumeration, not a search): size checks do not apply.
+@settings(max_examples=5, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                 HealthCheck.large_base_example])
 def test_the_walker_writes_every_kind_of_every_union(data):
     """Deterministic enumeration: each member of each tagged union (kind written, and left out for
     the default) validates as that member."""
@@ -351,7 +358,7 @@ class _Root(_Probe):
 def test_the_walker_follows_a_new_schema_without_changes():
     seen: set = set()
 
-    @settings(max_examples=60, derandomize=True, database=None)
+    @settings(MEASURE, max_examples=60)
     @given(blocks(_Root))
     def check(document):
         _Root.model_validate(document)

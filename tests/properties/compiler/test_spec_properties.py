@@ -9,7 +9,7 @@ from flowspec.compiler.yamlpos import load_file, to_plain
 from flowspec.schemas.base import Block, kind_tag
 
 from ...conftest import SPECS
-from ..spec_strategies import dump_yaml
+from ..spec_strategies import dump_yaml, hostile_scalars
 
 SPEC_FILES = [str(p) for p in SPECS]
 ALL_KINDS = sorted({kind_tag(c) for c in Block.__subclasses__() for c in [c, *c.__subclasses__()]
@@ -105,7 +105,7 @@ def mutate(document, path, how, junk):
 
 junk_values = st.one_of(st.sampled_from(ALL_KINDS), st.integers(-5, 5), st.floats(allow_nan=True),
                         st.none(), st.booleans(), st.text(max_size=5), st.just([]), st.just({}),
-                        st.just({"kind": "nope"}), st.just([1, "a"]))
+                        st.just({"kind": "nope"}), st.just([1, "a"]), hostile_scalars())
 
 
 @given(st.sampled_from(SPEC_FILES), st.data())
