@@ -24,7 +24,8 @@ from flowspec.runtime.data.stream import BatchStream
 from flowspec.runtime.models.bundle import build_bundle
 from flowspec.runtime.models.latent import generator_noise
 from flowspec.runtime.sampling import latent_multiple
-from flowspec.runtime.stages.flow_matching import FlowMatchingObjective
+from flowspec.runtime.objectives.flow_matching import FlowMatching
+from flowspec.runtime.ops.context import StageContext
 from flowspec.runtime.train.loop import LoopConfig, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,8 +94,8 @@ def main():
             def batch(self, step, micro):
                 return batches[0]
 
-        objective = FlowMatchingObjective(bundle, Fixed(), stage.timesteps, stage.train.cfg_dropout, torch.device("cpu"),
-                                          seed=0)
+        objective = FlowMatching(StageContext(stage=stage, seed=0, device=torch.device("cpu"), bundle=bundle,
+                                              feed=Fixed()))
         config = LoopConfig(steps=10**9, accumulation=1, seed=0, run_dir=Path(tmp), label="bench",
                             device=torch.device("cpu"))
         trainer = Trainer(config, bundle.trainable_modules(), objective, stage.train, stage.optimizer)

@@ -21,8 +21,9 @@ from flowspec.runtime.data.stream import BatchStream
 from flowspec.runtime.models.bundle import build_bundle
 from flowspec.runtime.models.conditioning import make_condition
 from flowspec.runtime.models.repa import RepaLoss
+from flowspec.runtime.objectives.flow_matching import FlowMatching
+from flowspec.runtime.ops.context import StageContext
 from flowspec.runtime.sampling import SampleRequest, generate, latent_multiple
-from flowspec.runtime.stages.flow_matching import FlowMatchingObjective
 from flowspec.runtime.train.checkpoint import capture_rng, restore_rng
 from flowspec.runtime.train.loop import LoopConfig, LoopHooks, Trainer
 
@@ -75,16 +76,14 @@ def train(plan, use_repa: bool, steps: int, every: int, cache_dir: str) -> dict:
     bundle = build_bundle(spec.model, seed)
     multiple = latent_multiple(bundle)
     stream = BatchStream(stage.data, seed, 32, 1, multiple)
-    repa = None
-    modules = dict(bundle.trainable_modules())
+    repa = []
     if use_repa:
         config = spec.model.resolved_config()
-        repa = RepaLoss(stage.aux_losses[0], bundle.denoiser, config["num_attention_heads"] * config["attention_head_dim"])
-        modules["repa_projector"] = repa
-    objective = FlowMatchingObjective(bundle, stream, stage.timesteps, stage.train.cfg_dropout, torch.device("cpu"),
-                                      seed=0, repa=repa)
-    if repa is not None:
-        objective.repa_cache = ContentCache(cache_dir, "repa")
+        repa = [RepaLoss(stage.aux_losses[0], bundle.denoiser, config["num_attention_heads"] * config["attention_head_dim"])]
+        repa[0].cache = ContentCache(cache_dir, "repa")
+    objective = FlowMatching(StageContext(stage=stage, seed=0, device=torch.device("cpu"), bundle=bundle, feed=stream,
+                                          repa=repa))
+    modules = {**bundle.trainable_modules(), **objective.modules()}
     held_out = validation_set(stage, seed, multiple)
     curve = []
 

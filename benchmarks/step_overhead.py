@@ -21,7 +21,8 @@ import torch
 from flowspec.compiler import compile_spec
 from flowspec.runtime.data.stream import Batch
 from flowspec.runtime.models.bundle import build_bundle
-from flowspec.runtime.stages.flow_matching import FlowMatchingObjective
+from flowspec.runtime.objectives.flow_matching import FlowMatching
+from flowspec.runtime.ops.context import StageContext
 from flowspec.runtime.train.loop import LoopConfig, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,8 +47,8 @@ def make_batch(stage, seed=0):
 
 def flowspec_step_fn(spec, stage, batch: Batch, run_dir: Path):
     bundle = build_bundle(spec.model, seed=0)
-    objective = FlowMatchingObjective(bundle, FixedStream(batch), stage.timesteps, stage.train.cfg_dropout,
-                                      torch.device("cpu"), seed=0)
+    objective = FlowMatching(StageContext(stage=stage, seed=0, device=torch.device("cpu"), bundle=bundle,
+                                          feed=FixedStream(batch)))
     config = LoopConfig(steps=10**9, accumulation=1, seed=0, run_dir=run_dir, label="bench",
                         device=torch.device("cpu"), max_grad_norm=stage.train.max_grad_norm)
     trainer = Trainer(config, bundle.trainable_modules(), objective, stage.train, stage.optimizer)

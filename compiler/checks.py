@@ -9,12 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Literal
 
 from ..schemas import Spec
-from ..schemas.stages import UPSTREAM_FIELDS
 from .errors import did_you_mean, one_of
-
-# Kinds that refine trained weights and so need somewhere to start from.
-NEEDS_START = ("finetune", "dreambooth", "reward_feedback", "flow_grpo", "diffusion_dpo",
-               "progressive_distill", "reflow", "consistency_distill", "adversarial_distill")
 
 
 @dataclass(frozen=True)
@@ -37,12 +32,6 @@ def run_checks(spec: Spec) -> list[Finding]:
     return [finding for fn in CHECKS for finding in fn(spec)]
 
 
-def upstream_ref(stage, field: str) -> str | None:
-    """The stage name or path in `field`, with teacher and reference defaulting to `from`."""
-    value = stage.from_ if field == "from" else getattr(stage, field, None)
-    return value
-
-
 @check
 def stage_graph(spec: Spec) -> Iterator[Finding]:
     names = [s.name for s in spec.stages]
@@ -50,9 +39,8 @@ def stage_graph(spec: Spec) -> Iterator[Finding]:
         if stage.name in names[:i]:
             yield Finding(("stages", i, "name"), f"duplicate stage name '{stage.name}' (also stages.{names.index(stage.name)})")
             continue
-        for field in UPSTREAM_FIELDS:
-            ref = upstream_ref(stage, field)
-            if ref is None or "/" in ref:
+        for field, ref in stage.written_refs().items():
+            if "/" in ref:
                 continue
             path = ("stages", i, field)
             if ref == stage.name:
@@ -62,31 +50,28 @@ def stage_graph(spec: Spec) -> Iterator[Finding]:
                               " a local path needs a '/', e.g. ./weights")
             elif names.index(ref) > i:
                 yield Finding(path, f"stage '{ref}' runs after '{stage.name}': stages run in list order, move it earlier")
-        if stage.kind in NEEDS_START and stage.from_ is None and spec.model.init.path is None:
+        if stage.needs_start and stage.from_ is None and spec.model.init.path is None:
             yield Finding(("stages", i, "kind"), f"a {stage.kind} stage refines trained weights: set `from:` to an "
                           "earlier stage or a local path (or model.init.path)")
 
 
 @check
-def batch_arithmetic(spec: Spec) -> Iterator[Finding]:
+def stage_kinds(spec: Spec) -> Iterator[Finding]:
+    """Each kind's own checks, declared beside its schema class (schemas/stages/)."""
     for i, stage in enumerate(spec.stages):
-        train, devices = stage.train, stage.executor.num_devices()
-        path = ("stages", i, "train")
-        if train.global_batch % devices:
-            yield Finding((*path, "global_batch"), f"global_batch {train.global_batch} does not split over {devices} devices")
-            continue
-        micro = train.micro_batch or train.global_batch // devices
-        per_step = micro * devices
-        if train.accumulation is not None and per_step * train.accumulation != train.global_batch:
-            yield Finding((*path, "accumulation"), f"micro_batch {micro} x {devices} devices x accumulation "
-                          f"{train.accumulation} = {per_step * train.accumulation}, not global_batch {train.global_batch}")
-        elif train.global_batch % per_step:
-            yield Finding((*path, "micro_batch"), f"global_batch {train.global_batch} is not a whole number of "
-                          f"micro_batch {micro} x {devices} devices")
-        group = getattr(stage, "group_size", None)
-        if group and train.global_batch % group:
-            yield Finding((*path, "global_batch"), f"global_batch {train.global_batch} must hold whole groups of "
-                          f"group_size {group}")
+        for note in stage.findings(spec):
+            yield Finding(("stages", i, *note.path), note.message, note.severity)
+
+
+@check
+def batch_arithmetic(spec: Spec) -> Iterator[Finding]:
+    from ..schemas.train import BatchSplitError
+
+    for i, stage in enumerate(spec.stages):
+        try:
+            stage.train.split(stage.executor.num_devices())
+        except BatchSplitError as exc:
+            yield Finding(("stages", i, "train", exc.key), str(exc))
 
 
 @check

@@ -5,8 +5,8 @@ from typing import Iterator
 
 from ..schemas import Spec
 from ..schemas.buckets import bucket_sides
+from ..schemas.data import SHAPES_CLASSES
 from ..schemas.lora_targets import SlowPattern, leaf_names, target_matches
-from ..schemas.rewards import is_differentiable
 from .checks import Finding, check
 from .errors import did_you_mean
 
@@ -151,25 +151,24 @@ def shifts(spec: Spec) -> Iterator[Finding]:
 
 
 @check
-def rewards(spec: Spec) -> Iterator[Finding]:
+def class_labels(spec: Spec) -> Iterator[Finding]:
+    """A class-conditional model gets labels from its data, and has a row for each of the data's classes."""
+    model = spec.model
+    if model.kind == "mlp" and model.resolved_config().get("num_classes"):
+        yield Finding(("model", "config", "num_classes"), "2-D toy data has no class labels: a class embedding "
+                      "would never be used (set num_classes: 0)")
+    count = model.class_count()
+    if count is None:
+        return
     for i, stage in enumerate(spec.stages):
-        if stage.kind == "reward_feedback" and not is_differentiable(stage.reward):
-            yield Finding(("stages", i, "reward", "kind"), f"ReFL back-propagates through the reward, but "
-                          f"{stage.reward.kind} is not differentiable (use flow_grpo, or a differentiable reward)")
-        needs_images = ("shapes_checker", "shapes_color")
-        reward = getattr(stage, "reward", None)
-        if reward is not None and reward.kind in needs_images and stage.data.source.kind != "shapes":
-            yield Finding(("stages", i, "reward", "kind"), f"{reward.kind} scores against shapes captions; "
-                          f"this stage's data is {stage.data.source.kind}")
-        if stage.kind == "dreambooth" and stage.instance_data.kind == "toy2d":
-            yield Finding(("stages", i, "instance_data", "kind"), "DreamBooth subjects are images")
-        if stage.kind == "dreambooth" and stage.prior and stage.identifier in stage.prior.class_prompt.split():
-            yield Finding(("stages", i, "prior", "class_prompt"), f"the class prompt contains the identifier "
-                          f"'{stage.identifier}': prior images would learn the subject", "warning")
-        if stage.kind == "flow_grpo" and int(stage.timestep_fraction * stage.sampling_steps) < 1:
-            yield Finding(("stages", i, "timestep_fraction"), "trains on no step: raise timestep_fraction or sampling_steps")
-        if stage.kind == "consistency_distill" and stage.skip * stage.num_timesteps > 1000:
-            yield Finding(("stages", i, "skip"), f"skip {stage.skip} x num_timesteps {stage.num_timesteps} exceeds the "
-                          "1000-step grid")
-        if stage.kind == "progressive_distill" and stage.steps < stage.rounds:
-            yield Finding(("stages", i, "steps"), f"{stage.steps} steps cannot cover {stage.rounds} rounds")
+        source = stage.data.source
+        if source.kind not in ("shapes", "imagefolder"):
+            yield Finding(("stages", i, "data", "source", "kind"), f"a class-conditional {model.kind} needs class "
+                          f"labels, which a {source.kind} source does not give: use shapes, an image folder with one "
+                          "subfolder per class, or conditioning: text")
+        elif source.kind == "shapes" and len(SHAPES_CLASSES) > count:
+            key = ("model", "config", "num_embeds_ada_norm") if "num_embeds_ada_norm" in model.config.model_fields_set \
+                else ("model", "preset")
+            yield Finding(key, f"the shapes data has {len(SHAPES_CLASSES)} classes but the {model.kind} model's "
+                          f"label table has {count}: set model.config.num_embeds_ada_norm: {len(SHAPES_CLASSES)}")
+

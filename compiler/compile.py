@@ -1,6 +1,10 @@
 """The compiler: an ordered list of named passes from a spec file to a Plan.
 
-load -> migrate -> profile -> overrides -> inherit -> validate -> check -> lower -> cache
+load -> migrate -> profile -> overrides -> inherit -> validate -> check -> lower -> select -> resolve -> cache
+
+`select` keeps the stages named by `stages` (and what they read); `resolve` binds every op to the
+runtime through the `resolver` it is given (none: the plan is not resolved, as for `validate`), and
+with `runnable=True` refuses an op that cannot run, at its line, before anything is built.
 
 `compile_spec(..., on_pass=fn)` calls fn(name, state) after each pass (`flowspec plan --dump-after`).
 """
@@ -11,20 +15,23 @@ from typing import Any, Callable, Sequence
 
 from .. import __version__
 from ..schemas import SCHEMA_VERSION
+from ..schemas.executor import Executor
 from ..schemas.stages import INHERITED_BLOCKS
 from . import checks_model  # noqa: F401  (registers its checks)
 from .checks import run_checks
 from .errors import Issue, Location, SpecError
 from .locate import dotted, locate
 from .lower import cache_status, lower
-from .overrides import apply, inherit, parse_set, profile_overrides
+from .overrides import apply, inherit, parse_set, profile_overrides, switch_kind
 from .plan import Plan
+from .resolve import Resolver, refusals, resolve, select_stages
 from .validate import position
 from .yamlpos import PosDict, load_file
 
 # Older spec versions are upgraded one step at a time: {version: function(tree) -> tree of version + 1}.
 MIGRATIONS: dict[int, Callable[[PosDict], PosDict]] = {}
-PASS_NAMES = ("load", "migrate", "profile", "overrides", "inherit", "validate", "check", "lower", "cache")
+PASS_NAMES = ("load", "migrate", "profile", "overrides", "inherit", "validate", "check", "lower", "select", "resolve",
+              "cache")
 
 
 @dataclass
@@ -36,6 +43,10 @@ class State:
     spec: Any = None
     warnings: list[Issue] = field(default_factory=list)
     plan: Plan | None = None
+    executor: str | None = None
+    stages: tuple[str, ...] = ()
+    resolver: Resolver | None = None
+    runnable: bool = False
 
     @property
     def top(self) -> Location:
@@ -65,6 +76,8 @@ def _profile(s: State) -> None:
 
 
 def _overrides(s: State) -> None:
+    if s.executor:  # `--executor` first: the --set keys that follow are keys of the kind that will run
+        switch_kind(s.tree, "executor", s.executor, Executor, Location(f"--executor {s.executor}"))
     for text in s.sets:
         apply(s.tree, parse_set(text))
 
@@ -95,6 +108,18 @@ def _lower(s: State) -> None:
                   spec=s.spec, stages=stages, warnings=tuple(s.warnings))
 
 
+def _select(s: State) -> None:
+    s.plan = select_stages(s.plan, s.stages)
+
+
+def _resolve(s: State) -> None:
+    if s.resolver is None:
+        return
+    s.plan = resolve(s.plan, s.resolver)
+    if s.runnable and refusals(s.plan):
+        raise SpecError(refusals(s.plan))
+
+
 def _cache(s: State) -> None:
     import dataclasses
 
@@ -104,15 +129,19 @@ def _cache(s: State) -> None:
 
 PASSES: tuple[tuple[str, Callable[[State], None]], ...] = (
     ("load", _load), ("migrate", _migrate), ("profile", _profile), ("overrides", _overrides),
-    ("inherit", _inherit), ("validate", _validate), ("check", _check), ("lower", _lower), ("cache", _cache),
+    ("inherit", _inherit), ("validate", _validate), ("check", _check), ("lower", _lower), ("select", _select),
+    ("resolve", _resolve), ("cache", _cache),
 )
 assert tuple(name for name, _ in PASSES) == PASS_NAMES
 
 
 def compile_spec(path: str, profile: str | None = None, sets: Sequence[str] = (),
-                 on_pass: Callable[[str, State], None] | None = None) -> Plan:
-    """Compile a spec file into a Plan; user errors raise SpecError with every issue found."""
-    state = State(path=str(path), profile=profile, sets=tuple(sets))
+                 on_pass: Callable[[str, State], None] | None = None, *, stages: Sequence[str] | None = None,
+                 resolver: Resolver | None = None, runnable: bool = False, executor: str | None = None) -> Plan:
+    """Compile a spec file into a Plan; user errors raise SpecError with every issue found. `executor`
+    (`--executor`) sets the kind of the root and stage executor blocks, after the profile, before `sets`."""
+    state = State(path=str(path), profile=profile, sets=tuple(sets), stages=tuple(stages or ()), resolver=resolver,
+                  runnable=runnable, executor=executor)
     for name, run in PASSES:
         run(state)
         if on_pass is not None:

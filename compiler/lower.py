@@ -8,6 +8,7 @@ from typing import Any, Iterator
 
 from .. import __version__
 from ..schemas import Spec
+from ..schemas.stages import OpSpec
 from .errors import Location
 from .locate import locate
 from .plan import OpNode, StagePlan
@@ -17,28 +18,13 @@ from .yamlpos import PosDict
 HASH_EXCLUDED: dict[str, Any] = {"name": True, "executor": True, "data": {"cache": True, "loader": True},
                                  "train": {"checkpoint": True, "samples": True, "log_every": True}}
 DONE_MARKER = "DONE"
-
-# The training objective each kind runs inside the shared training loop.
-OBJECTIVES = {
-    "pretrain": "flow_matching", "finetune": "flow_matching", "dreambooth": "dreambooth",
-    "reward_feedback": "refl", "flow_grpo": "grpo", "diffusion_dpo": "dpo",
-    "progressive_distill": "progressive", "reflow": "flow_matching", "consistency_distill": "consistency",
-    "adversarial_distill": "adversarial",
-}
+# The built-in evaluation of a stage, by its data: exact metrics for 2-D data, the procedural checker for shapes.
+EVALUATIONS = {"toy2d": "toy2d", "shapes": "shapes_checker"}
 
 
 def derive_seed(root_seed: int, stage_name: str) -> int:
     digest = hashlib.sha256(f"{root_seed}:{stage_name}".encode()).hexdigest()
     return int(digest[:8], 16)
-
-
-def upstream_of(stage) -> dict[str, str]:
-    """{field: stage name or path} this stage reads; teacher and reference default to `from`."""
-    refs = {"from": stage.from_}
-    for field in ("teacher", "reference"):
-        if field in type(stage).model_fields:
-            refs[field] = getattr(stage, field) or stage.from_
-    return {k: v for k, v in refs.items() if v is not None}
 
 
 def stage_hash(resolved: dict[str, Any], index: int, seed: int, upstream: dict[str, str]) -> str:
@@ -61,7 +47,7 @@ def lower(spec: Spec, tree: PosDict, fallback: Location) -> tuple[StagePlan, ...
     resolved = spec.model_dump(mode="json", by_alias=True, exclude={"stages": {"__all__": HASH_EXCLUDED}})
     for i, stage in enumerate(spec.stages):
         seed = stage.seed if stage.seed is not None else derive_seed(spec.seed, stage.name)
-        refs = upstream_of(stage)
+        refs = stage.refs()
         # A stage's identity includes what it reads: the upstream hash, or the path as written.
         upstream_ids = {f: hashes.get(ref, ref) for f, ref in refs.items()}
         digest = stage_hash(resolved, i, seed, upstream_ids)
@@ -86,34 +72,22 @@ def cache_status(run_dir: str) -> str:
     return "miss"
 
 
-def _ops(spec: Spec, stage) -> Iterator[tuple[str, dict, tuple]]:
-    refs = upstream_of(stage)
+def _ops(spec: Spec, stage) -> Iterator[OpSpec]:
+    """The stage's operators in the order the executor runs them; kind-specific ones come from its class."""
+    refs = stage.refs()
     start = refs.get("from")
-    yield "load_model", {"family": spec.model.kind, "preset": spec.model.preset,
-                         "weights": f"stage:{start}" if start and "/" not in start else (start or spec.model.init.path or "init")}, ("from",) if start else ()
+    weights = f"stage:{start}" if start and "/" not in start else (start or spec.model.init.path or "init")
+    yield OpSpec("load_model", {"family": spec.model.kind, "preset": spec.model.preset, "weights": weights},
+                 ("from",) if start else ())
     if stage.lora is not None:
-        yield "attach_lora", {"rank": stage.lora.rank, "alpha": stage.lora.resolved_alpha()}, ("lora",)
-    for field in ("teacher", "reference"):
-        if field in refs:
-            yield f"load_{field}", {"weights": refs[field]}, (field,)
-    yield "data", {"source": stage.data.source.kind, "phases": len(stage.data.curriculum)}, ("data",)
-    yield from _kind_ops(stage)
-    aux = [extra.kind for extra in getattr(stage, "aux_losses", ())]
-    yield "train", {"objective": OBJECTIVES[stage.kind], "aux_losses": aux, "steps": stage.steps}, ("kind",)
-    yield "sample", {"prompts": len(stage.train.samples.prompts)}, ("train",)
-    yield "export", {"lora": stage.lora is not None}, ()
-
-
-def _kind_ops(stage) -> Iterator[tuple[str, dict, tuple]]:
-    for extra in getattr(stage, "aux_losses", ()):
-        yield "vision_encoder", {"encoder": extra.encoder.kind, "for": extra.kind}, ("aux_losses",)
-    if stage.kind == "dreambooth" and stage.prior is not None:
-        yield "generate_prior", {"num_images": stage.prior.num_images}, ("prior",)
-    if hasattr(stage, "reward"):
-        yield "reward", {"reward": stage.reward.kind}, ("reward",)
-    if stage.kind == "diffusion_dpo":
-        yield "pairs", {"pairs": stage.pairs.kind}, ("pairs",)
-    if stage.kind == "reflow":
-        yield "generate_pairs", {"num_pairs": stage.num_pairs, "teacher_steps": stage.teacher_steps}, ("num_pairs",)
-    if stage.kind == "adversarial_distill":
-        yield "discriminator", {"encoder": stage.discriminator.encoder.kind}, ("discriminator",)
+        yield OpSpec("attach_lora", {"rank": stage.lora.rank, "alpha": stage.lora.resolved_alpha()}, ("lora",))
+    for field in stage.reads:
+        yield OpSpec(f"load_{field}", {"weights": refs[field]}, (field,))
+    yield OpSpec("data", {"source": stage.data.source.kind, "phases": len(stage.data.curriculum)}, ("data",))
+    yield from stage.extra_ops()
+    yield OpSpec("train", {"objective": stage.objective_name(), "steps": stage.steps}, ("kind",))
+    yield OpSpec("sample", {"prompts": len(stage.train.samples.prompts)}, ("train", "samples"))
+    metric = EVALUATIONS.get(stage.data.source.kind)
+    if metric is not None:
+        yield OpSpec("evaluate", {"metric": metric}, ("data", "source"))
+    yield OpSpec("export", {"lora": stage.lora is not None}, ())

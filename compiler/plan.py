@@ -12,11 +12,13 @@ from .errors import Issue
 
 @dataclass(frozen=True)
 class OpNode:
-    """One runtime operator: `op` names its class in the runtime registry; `loc` is the spec line it came from."""
+    """One runtime operator: `op` names it in the runtime registry; `loc` is the spec line it came from.
+    `missing` says why the runtime has no implementation for it (filled by the `resolve` pass)."""
 
     op: str
     params: dict[str, Any]
     loc: str
+    missing: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,17 @@ class Plan:
     spec: Spec
     stages: tuple[StagePlan, ...]
     warnings: tuple[Issue, ...] = field(default=())
+    resolved: bool = False  # every op was looked up in the runtime's registry (the `resolve` pass ran)
 
     def stage(self, name: str) -> StagePlan:
         for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    def spec_stage(self, name: str):
+        """The stage's block of the spec (schemas/stages/), fully resolved."""
+        for stage in self.spec.stages:
             if stage.name == name:
                 return stage
         raise KeyError(name)
@@ -79,6 +89,7 @@ class Plan:
             "flowspec_version": self.version,
             "stages": [_stage_json(s) for s in self.stages],
             "warnings": [str(w) for w in self.warnings],
+            "resolved": self.resolved,
             "spec": self.spec.model_dump(mode="json", by_alias=True),
         }
         json.dumps(out)  # internal invariant: the plan is JSON-serialisable

@@ -42,20 +42,46 @@ def render_plan(plan: "Plan") -> str:
         out.append(f"total: {total:,.2f} GPU-hours on {', '.join(sorted(hw))}")
     for s in plan.stages:
         out.append(f"{s.name}: {s.run_dir}  hash {s.hash[:12]}  seed {s.seed}")
-        out.append("    " + " -> ".join(op.op for op in s.ops))
+        out += _op_lines(s, plan.resolved)
         for note in (s.estimate.notes if s.estimate else ()):
             out.append(f"    note: {note}")
         for phase in s.data_report:
             out += _phase_lines(phase)
+    out.append("hashes cover the model and each stage's settings that change its weights; executor (devices, nodes, "
+               "SLURM) is left out: any number of processes draws the same noise, timesteps and data as one, so the "
+               "weights differ only by float reassociation (measured up to 1.3e-4) and a stage may resume on "
+               "another number of devices")
+    blocked = {s.name: sorted({op.op for op in s.ops if op.missing}) for s in plan.stages}
+    blocked = {name: ops for name, ops in blocked.items() if ops}
+    if blocked:
+        out.append("`flowspec run` refuses stages whose ops have no runtime yet: " +
+                   "; ".join(f"{name} ({', '.join(ops)})" for name, ops in blocked.items()))
     out += [str(w) for w in plan.warnings]
     return "\n".join(out)
+
+
+def _op_lines(stage, resolved: bool) -> list[str]:
+    """The ops `run` performs, in order, each with its parameters and the spec line it comes from."""
+    cells = [(f"{k}. {op.op}", " ".join(f"{key}={value}" for key, value in op.params.items()), op.loc)
+             for k, op in enumerate(stage.ops, 1)]
+    name_w, param_w = (max(len(c[i]) for c in cells) for i in (0, 1))
+    lines = []
+    for (name, params, loc), op in zip(cells, stage.ops):
+        status = "  [no runtime yet]" if op.missing else ""
+        lines.append(f"    {name.ljust(name_w)}  {params.ljust(param_w)}  {loc}{status}")
+    if not resolved:
+        lines.append("    (ops not checked against the runtime: --no-estimate)")
+    return lines
 
 
 def _phase_lines(phase: dict) -> list[str]:
     lines = []
     for part in phase["components"]:
+        skipped = f", {part['skipped']} bad file(s) skipped" if part.get("skipped") else ""
         lines.append(f"    phase {phase['phase']} ({part['name']}, {part['kept']} of {part['found']} images): "
-                     f"{part['batches_per_epoch']} batches/epoch, {part['repeated']} repeated, {part['dropped']} dropped")
+                     f"{part['batches_per_epoch']} batches/epoch, {part['repeated']} repeated, {part['dropped']} dropped"
+                     f"{skipped}")
+        lines += [f"        skipped {f['file']}: {f['reason']}" for f in part.get("skipped_files", [])[:5]]
         cells = [f"{b['bucket']}: {b['images']} img / {b['batches']} batches" +
                  (f" +{b['repeated']} rep" if b["repeated"] else "") + (f" -{b['dropped']} drop" if b["dropped"] else "")
                  for b in part["per_bucket"]]

@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--no-estimate", action="store_true", help="skip parameter counts and estimates (no torch)")
     p.add_argument("--dump-after", metavar="PASS", help="print the intermediate form after this compiler pass and stop")
+    p.add_argument("--stage", action="append", metavar="NAME",
+                   help="plan only this stage and the stages it reads (repeatable), as `run --stage` would run them")
     p = sub.add_parser("schema", help="print the JSON Schema of the spec language")
     p.add_argument("--out", help="write it to this file instead")
     p = sub.add_parser("run", help="run the plan's stages (finished stages are skipped, unfinished ones resume)")
@@ -63,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except SpecError as exc:
+        if getattr(exc, "one_line", None):  # about this machine, not the spec (e.g. SLURM is not installed)
+            print(f"flowspec {args.command}: {exc.one_line}", file=sys.stderr)
+            return USER_ERROR
         for issue in exc.issues:
             print(issue, file=sys.stderr)
         errors = sum(i.severity == "error" for i in exc.issues)
@@ -97,13 +102,17 @@ def cmd_validate(args) -> int:
 def cmd_plan(args) -> int:
     from .compiler import PASS_NAMES, compile_spec
 
+    if args.dump_after and args.dump_after not in PASS_NAMES:
+        print(f"--dump-after: unknown pass '{args.dump_after}' (passes: {', '.join(PASS_NAMES)})", file=sys.stderr)
+        return USER_ERROR
+    resolver = None
+    if not args.no_estimate:  # --no-estimate: no torch, so the ops are not looked up in the runtime either
+        from .runtime.ops import resolve as resolver
     if args.dump_after:
-        if args.dump_after not in PASS_NAMES:
-            print(f"--dump-after: unknown pass '{args.dump_after}' (passes: {', '.join(PASS_NAMES)})", file=sys.stderr)
-            return USER_ERROR
-        compile_spec(args.spec, args.profile, args.sets, on_pass=_dumper(args.dump_after))
+        compile_spec(args.spec, args.profile, args.sets, on_pass=_dumper(args.dump_after), stages=args.stage,
+                     resolver=resolver)
         return 0
-    plan = compile_spec(args.spec, args.profile, args.sets)
+    plan = compile_spec(args.spec, args.profile, args.sets, stages=args.stage, resolver=resolver)
     if not args.no_estimate:
         from .runtime.estimate import estimate_plan
 
@@ -146,14 +155,17 @@ def cmd_schema(args) -> int:
 def cmd_run(args) -> int:
     from .compiler import compile_spec
 
-    plan = compile_spec(args.spec, args.profile, args.sets)
+    from .runtime.ops import resolve
+
+    # An op without a runtime is refused here, at its line, before any model is built.
+    plan = compile_spec(args.spec, args.profile, args.sets, stages=args.stage, resolver=resolve, runnable=True,
+                        executor=args.executor)
     from .runtime.executors import run_plan
 
     if args.nproc is not None and args.nproc < 1:
         print("flowspec run: --nproc must be at least 1", file=sys.stderr)
         return USER_ERROR
-    return run_plan(plan, fresh=args.fresh, stages=args.stage, executor=args.executor, nproc=args.nproc,
-                    wait=args.wait)
+    return run_plan(plan, fresh=args.fresh, executor=args.executor, nproc=args.nproc, wait=args.wait)
 
 
 def _run_folder(target: str):

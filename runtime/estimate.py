@@ -7,6 +7,7 @@ give the activation memory per sample.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -14,6 +15,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..compiler.plan import Estimate, Plan, StagePlan
 from ..schemas.hardware import ACCELERATORS
 from .models.build import build_denoiser, build_vae, example_inputs
+from .data.sources import DataError
+from .objectives import cost_of
+from .ops.context import data_error
 
 GIB = 2**30
 ADAM_BYTES = 8  # two fp32 moments per trainable parameter
@@ -60,7 +64,10 @@ def estimate_plan(plan: Plan) -> Plan:
     measured = _Measured(plan.spec.model)
     for stage_plan in plan.stages:
         estimate = estimate_stage(plan, stage_plan, measured)
-        report = tuple(data_report(plan, stage_plan))
+        try:
+            report = tuple(data_report(plan, stage_plan))
+        except DataError as exc:  # found before any training: one positioned line, no traceback
+            raise data_error(stage_plan, str(exc)) from None
         plan = plan.replace_stage(dataclasses.replace(stage_plan, estimate=estimate, data_report=report))
     return plan
 
@@ -70,10 +77,8 @@ def data_report(plan: Plan, stage_plan: StagePlan) -> list[dict]:
     from .data.stream import BatchStream
 
     spec = plan.spec
-    stage = next(s for s in spec.stages if s.name == stage_plan.name)
-    if stage.data.source.kind == "toy2d" or any(
-            getattr(c.source if stage.data.source.kind == "mixture" else c, "kind", "") == "webdataset"
-            for c in getattr(stage.data.source, "components", [stage.data.source])):
+    stage = plan.spec_stage(stage_plan.name)
+    if stage.data.source.kind in ("toy2d", "webdataset"):  # streamed shards are counted while they are read
         return []
     devices = stage.executor.num_devices()
     micro = stage.train.micro_batch or stage.train.global_batch // devices
@@ -128,20 +133,21 @@ def estimate_stage(plan: Plan, stage_plan: StagePlan, measured: _Measured | None
     # adapters train (the builtin text encoder is frozen too).
     trainable = lora_params(build_denoiser(spec.model, device="meta"), stage.lora) if stage.lora else total
     notes: list[str] = []
+    cost = cost_of(stage, str(Path(plan.source).resolve().parent))
     flops = 0.0
     phases = stage.data.curriculum
     for j, phase in enumerate(phases):
         end = phases[j + 1].at_step if j + 1 < len(phases) else stage.steps
-        per_sample = measured.cost(phase.resolution).flops * forward_passes(stage)
+        per_sample = measured.cost(phase.resolution).flops * cost.forwards_per_sample
         flops += max(end - phase.at_step, 0) * stage.train.global_batch * per_sample
-    flops += one_off_flops(stage, measured.cost(phases[0].resolution).flops)
+    flops += cost.one_off_forwards * measured.cost(phases[0].resolution).flops
     executor, devices = stage.executor, stage.executor.num_devices()
     accel = ACCELERATORS[executor.gpu]
     saved = max(measured.cost(p.resolution).saved_bytes for p in phases)
-    memory = peak_memory(stage, spec.model, total, trainable, saved, devices, notes)
+    memory = peak_memory(stage, spec.model, total, trainable, saved, devices, cost.frozen_copies, notes)
     if memory > accel.memory_gib:
         notes.append(f"estimated {memory:.1f} GiB per device exceeds the {accel.memory_gib:.0f} GiB of a {executor.gpu}: "
-                     "lower train.micro_batch, enable model.gradient_checkpointing, or use lora")
+                     f"{memory_remedies(spec.model, stage)}")
     seconds = flops / (accel.peak_tflops * 1e12 * executor.mfu) / devices
     step_seconds = seconds / stage.steps
     _check_time_limit(stage, step_seconds, notes)
@@ -155,40 +161,18 @@ def estimate_stage(plan: Plan, stage_plan: StagePlan, measured: _Measured | None
                     step_seconds=step_seconds, params_text_encoder=measured.text_params, notes=tuple(notes))
 
 
-def forward_passes(stage) -> float:
-    """Forward-pass equivalents per sample of one optimizer step (backward = 2 forwards)."""
-    train = 3.0
-    kind = stage.kind
-    if kind == "diffusion_dpo":
-        return 2 * train + 2  # winner and loser through the policy, both through the frozen reference
-    if kind == "reward_feedback":
-        return (stage.sampling_steps - 1) + train + train * (stage.pretrain_loss_weight > 0)
-    if kind == "flow_grpo":
-        trained = int(stage.timestep_fraction * stage.sampling_steps)
-        cfg = 2 if stage.cfg_scale not in (0.0, 1.0) else 1
-        return cfg * (stage.sampling_steps + trained * train + trained * (stage.kl_beta > 0))
-    if kind == "progressive_distill":
-        return 2 + train
-    if kind == "consistency_distill":
-        return 2 + 1 + train  # guided teacher step (cond + uncond), target network, student
-    if kind == "adversarial_distill":
-        return train + 1
-    return train
+def memory_remedies(model_spec, stage) -> str:
+    """What would lower the peak, leaving out what the spec already does."""
+    remedies = ["lower train.micro_batch"]
+    if not model_spec.gradient_checkpointing:
+        remedies.append("enable model.gradient_checkpointing")
+    if stage.lora is None:
+        remedies.append("use lora")
+    return ", ".join(remedies[:-1]) + " or " + remedies[-1] if len(remedies) > 1 else remedies[0]
 
 
-def one_off_flops(stage, forward_flops: float) -> float:
-    """Work done once per stage: generated pairs, prior images."""
-    if stage.kind == "reflow":
-        cfg = 2 if stage.cfg_scale not in (0.0, 1.0) else 1
-        return stage.num_pairs * stage.teacher_steps * cfg * forward_flops
-    if stage.kind == "dreambooth" and stage.prior is not None:
-        return stage.prior.num_images * stage.prior.sampling_steps * 2 * forward_flops
-    if stage.kind == "diffusion_dpo" and stage.pairs.kind == "generated":
-        return 2 * stage.pairs.num_pairs * stage.pairs.sampling_steps * 2 * forward_flops
-    return 0.0
-
-
-def peak_memory(stage, model_spec, total: int, trainable: int, saved_bytes: float, devices: int, notes) -> float:
+def peak_memory(stage, model_spec, total: int, trainable: int, saved_bytes: float, devices: int,
+                frozen_fields: tuple[str, ...], notes) -> float:
     train = stage.train
     micro = train.micro_batch or train.global_batch // devices
     bf16 = train.precision == "bf16" or (train.precision == "auto" and stage.executor.gpu != "cpu")
@@ -197,11 +181,8 @@ def peak_memory(stage, model_spec, total: int, trainable: int, saved_bytes: floa
         activations /= max(model_spec.depth(), 1)
     states = 4 * total + (4 + ADAM_BYTES) * trainable + (4 * trainable if train.ema else 0)
     # A teacher or reference that is the starting point costs no copy under LoRA: disabling the adapter recovers it.
-    readers = [f for f in ("teacher", "reference") if f in type(stage).model_fields]
-    if stage.kind == "flow_grpo":
-        readers.append("reference")
-    frozen_copies = sum(1 for f in readers
-                        if stage.lora is None or (getattr(stage, f, None) or stage.from_) != stage.from_)
+    refs = stage.refs()
+    frozen_copies = sum(1 for f in frozen_fields if stage.lora is None or refs.get(f, stage.from_) != stage.from_)
     states += frozen_copies * (2 if bf16 else 4) * total
     if frozen_copies:
         notes.append(f"memory includes {frozen_copies} frozen copy of the model (teacher/reference)")

@@ -30,13 +30,15 @@ def load_stage(stage_dir: Path, device):
 
     resolved = json.loads((stage_dir / RESOLVED).read_text())
     model = TypeAdapter(Spec.model_fields["model"].annotation).validate_python(resolved["model"])
-    stage = TypeAdapter(Stage).validate_python(resolved["stage"])
+    # A custom stage's objective class is not needed to sample from what it trained.
+    stage = TypeAdapter(Stage).validate_python(resolved["stage"], context={"import_targets": False})
     bundle = build_bundle(model, seed=0, device=device)
     load_exported(bundle, stage_dir / "model")
     return model, stage, bundle
 
 
 def sample_command(args) -> int:
+    from .data.classes import ClassNames
     from .distributed import SINGLE
     from .report.plots import image_grid
     from .sampling import SampleRequest, generate
@@ -50,7 +52,14 @@ def sample_command(args) -> int:
     samples = stage.train.samples
     toy = model.kind == "mlp"
     prompts = tuple(args.prompt) or (("",) if toy else tuple(samples.prompts))
-    labels = tuple(range(len(prompts))) if model.kind == "dit" and model.conditioning == "class" else None
+    labels = None
+    classes = ClassNames.load(stage_dir / "model")
+    if classes is not None:
+        try:
+            labels = classes.labels(prompts)
+        except ValueError as exc:
+            print(f"flowspec sample: {exc}", file=sys.stderr)
+            return 2
     request = SampleRequest(prompts=prompts, per_prompt=args.n, seed=args.seed, num_steps=args.steps or samples.num_steps,
                             solver=args.solver or samples.solver, resolution=stage.data.curriculum[-1].resolution,
                             cfg_scale=samples.cfg_scale if args.cfg_scale is None else args.cfg_scale, class_labels=labels)

@@ -1,11 +1,17 @@
 """`data:` where images and captions come from, and the curriculum over the stage's steps."""
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from .base import Block, tagged
+from .base import NAME_PATTERN, Block, LocalPath, tagged
 
 MAX_COMPLEXITY = 5
+# The embedded shapes vocabulary (runtime/data/shapes.py draws them): a class-conditional model's classes
+# are the (colour, shape) of an image's first object, named "red circle", in this order (shape-major).
+SHAPE_NAMES = ("circle", "square", "triangle")
+COLOR_NAMES = ("red", "green", "blue", "yellow", "purple", "cyan")
+SHAPES_CLASSES = tuple(f"{color} {shape}" for shape in SHAPE_NAMES for color in COLOR_NAMES)
 
 
 # ----------------------------------------------------------------------------- toy 2-D targets
@@ -78,7 +84,7 @@ class Toy2D(Block):
 
 class ImageFolder(Block):
     kind: Literal["imagefolder"] = Field("imagefolder", description="A local folder of images with captions.")
-    path: str = Field(description="The folder.")
+    path: LocalPath = Field(description="The folder.")
     captions: Literal["auto", "sidecar", "metadata"] = Field(
         "auto", description="sidecar: NAME.txt beside each image; metadata: metadata.jsonl with file_name and text; "
         "auto: metadata.jsonl if present, else sidecars.")
@@ -98,7 +104,7 @@ ImageSource = tagged(Shapes, ImageFolder, WebDataset)
 
 
 class Component(Block):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Name of this part of the mixture (phases reweight by it).")
+    name: str = Field(pattern=NAME_PATTERN, description="Name of this part of the mixture (phases reweight by it).")
     weight: float = Field(1.0, gt=0, description="Share of each batch drawn from it (normalised over components).")
     source: ImageSource = Field(description="The source.")
 
@@ -113,6 +119,19 @@ class Mixture(Block):
         if len(set(names)) != len(names):
             raise ValueError(f"component names must be unique, got {names}")
         return self
+
+    @model_validator(mode="after")
+    def _no_streamed_component(self):
+        # A mixture plans every component's epoch up front from item counts and sizes; a webdataset is
+        # streamed and has neither. Refused here, with the component's position, rather than at run time.
+        streamed = [i for i, c in enumerate(self.components) if c.source.kind == "webdataset"]
+        if not streamed:
+            return self
+        raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
+            type=PydanticCustomError("value_error", "component '{name}' is a webdataset source, which cannot be "
+                                     "part of a mixture: use the webdataset source on its own (data.source), or "
+                                     "convert its shards to an image folder", {"name": self.components[i].name}),
+            loc=("components", i, "source", "kind"), input="webdataset") for i in streamed])
 
 
 Source = tagged(Shapes, Toy2D, ImageFolder, WebDataset, Mixture)
@@ -153,7 +172,7 @@ class Cache(Block):
     latents: bool = Field(False, description="Cache VAE latents on disk, keyed by the content of everything they depend on.")
     text: bool = Field(False, description="Cache the embeddings of frozen text encoders the same way.")
     repa_targets: bool = Field(False, description="Cache REPA's frozen vision-encoder features of the clean images.")
-    dir: str = Field(".cache/flowspec", description="Cache folder, shared by stages and runs.")
+    dir: LocalPath = Field(".cache/flowspec", description="Cache folder, shared by stages and runs.")
 
 
 class Loader(Block):
@@ -168,3 +187,11 @@ class Data(Block):
     buckets: Buckets = Field(default_factory=dict, validate_default=True, description="Aspect-ratio bucketing.")
     cache: Cache = Field(default_factory=dict, validate_default=True, description="On-disk caches of encoder outputs.")
     loader: Loader = Field(default_factory=dict, validate_default=True, description="Data loading workers.")
+    on_bad_sample: Literal["fail", "skip"] = Field(
+        "fail", description="An image that cannot be read or decoded (corrupt, truncated, empty, unreadable). "
+        "fail: stop with an error naming the file. skip: leave it out and go on; every skipped file is counted "
+        "and named with its reason in the data report (data_report.json, `flowspec plan`, the run log). An "
+        "unreadable header is found when the image is bucketed (image folders: before training, also by "
+        "`flowspec plan`) and never reaches a batch; an image whose pixels fail to decode during training is "
+        "replaced by another of its aspect bucket, chosen by the seed, epoch and data alone, so every process "
+        "and every resume makes the same choice.")

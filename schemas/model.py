@@ -3,13 +3,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, create_model, model_serializer
 
-from .base import Block, tagged
+from .base import Block, LocalPath, PlainData, tagged
 from .presets import CONFIG_KEYS, FAMILY_CLASSES, MODEL_PRESETS, VAE_PRESETS, vae_factor
 
 
 # ----------------------------------------------------------------------------------------- init
 class Init(Block):
-    path: str | None = Field(
+    path: LocalPath | None = Field(
         None, description="Local diffusers model folder or .safetensors file to start from; "
         "omitted: random initialisation from the preset and config.")
     subfolder: str | None = Field(
@@ -34,7 +34,7 @@ class MiniLMText(Block):
 
 class CLIPText(Block):
     kind: Literal["clip"] = Field("clip", description="A CLIP text encoder from a local transformers folder (frozen).")
-    path: str = Field(description="Local folder with config.json, weights and tokenizer files.")
+    path: LocalPath = Field(description="Local folder with config.json, weights and tokenizer files.")
     max_tokens: int = Field(77, gt=0, description="Captions are truncated or padded to this many tokens.")
 
 
@@ -55,7 +55,7 @@ class PixelSpace(Block):
 class VAE(Block):
     kind: Literal["vae"] = Field("vae", description="Latent space of a diffusers AutoencoderKL (frozen).")
     preset: Literal[tuple(VAE_PRESETS)] = Field("tiny", description="Random-init VAE shape, used when `path` is omitted.")
-    path: str | None = Field(None, description="Local diffusers AutoencoderKL folder; overrides `preset`.")
+    path: LocalPath | None = Field(None, description="Local diffusers AutoencoderKL folder; overrides `preset`.")
 
     def config(self) -> dict[str, Any]:
         return dict(VAE_PRESETS[self.preset])
@@ -99,7 +99,7 @@ _CONFIG_NAMES = {"dit": "DiTConfig", "mmdit": "MMDiTConfig", "flux": "FluxConfig
 def _config_model(family: str):
     """A closed model of the diffusers constructor keywords, so a misspelled override is an error.
     Named as the module attribute it is bound to, so specs pickle (to worker processes and SLURM jobs)."""
-    fields = {key: (_KEY_TYPES.get(key, Any), Field(None, description=f"Override of {FAMILY_CLASSES[family]}(`{key}`=...)."))
+    fields = {key: (_KEY_TYPES.get(key, PlainData), Field(None, description=f"Override of {FAMILY_CLASSES[family]}(`{key}`=...)."))
               for key in sorted(CONFIG_KEYS[family])}
     return create_model(_CONFIG_NAMES[family], __base__=ConfigOverrides, __module__=__name__, **fields)
 
@@ -136,6 +136,10 @@ class ModelBase(Block):
     def text_width_keys(self) -> tuple[str | None, str | None]:
         return None, None
 
+    def class_count(self) -> int | None:
+        """Classes of a class-conditional model (its label table, without the "no class" row); None otherwise."""
+        return None
+
 
 class DiT(ModelBase):
     kind: Literal["dit"] = Field("dit", description="diffusers DiTTransformer2DModel (Peebles & Xie), class-conditioned via adaLN.")
@@ -147,6 +151,9 @@ class DiT(ModelBase):
         "text: a pooled caption embedding added to the timestep embedding.")
     text_encoder: TextEncoder | None = Field(None, description="Caption encoder, needed when conditioning is text "
                                              "(its pooled output is projected to the model width).")
+
+    def class_count(self) -> int | None:
+        return int(self.resolved_config()["num_embeds_ada_norm"]) if self.conditioning == "class" else None
 
 
 class MMDiT(ModelBase):

@@ -24,7 +24,8 @@ _UNET_SDXL_TIME_EMBED = 256
 MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "dit": {
         "tiny": dict(num_attention_heads=2, attention_head_dim=32, in_channels=4, out_channels=4,
-                     num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=16),
+                     num_layers=2, sample_size=8, patch_size=2,
+                     num_embeds_ada_norm=18),  # the embedded shapes source's classes (6 colours x 3 shapes)
         "small": dict(num_attention_heads=6, attention_head_dim=64, in_channels=4, out_channels=4,
                       num_layers=12, sample_size=32, patch_size=2, num_embeds_ada_norm=1000),
         "base": dict(num_attention_heads=12, attention_head_dim=64, in_channels=4, out_channels=4,

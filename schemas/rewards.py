@@ -3,7 +3,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from .base import Block, tagged
+from .base import Block, LocalPath, tagged
 
 TARGET_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
@@ -24,7 +24,7 @@ class ShapesColor(Block):
 class ClipScore(Block):
     differentiable: ClassVar[bool] = True
     kind: Literal["clip_score"] = Field("clip_score", description="CLIP image-text similarity from a local CLIP folder (differentiable).")
-    path: str = Field(description="Local transformers CLIPModel folder.")
+    path: LocalPath = Field(description="Local transformers CLIPModel folder.")
 
 
 class ModuleReward(Block):
@@ -65,12 +65,12 @@ class EfficientNetLite0(Block):
 
 class DINOv2(Block):
     kind: Literal["dinov2"] = Field("dinov2", description="DINOv2 ViT from a local transformers folder (patch tokens, layer-normed).")
-    path: str = Field(description="Local folder of a transformers Dinov2Model.")
+    path: LocalPath = Field(description="Local folder of a transformers Dinov2Model.")
 
 
 class HFVision(Block):
     kind: Literal["hf_vision"] = Field("hf_vision", description="Any transformers vision model from a local folder (last hidden state).")
-    path: str = Field(description="Local folder of the model.")
+    path: LocalPath = Field(description="Local folder of the model.")
 
 
 VisionEncoder = tagged(EfficientNetLite0, DINOv2, HFVision, default="efficientnet_lite0")

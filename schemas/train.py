@@ -3,7 +3,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Block, Probability
+from .base import Block, Probability, Seed
 
 DEFAULT_PROMPTS = ("a red circle", "two blue squares", "a green triangle above a yellow circle", "a small purple star")
 
@@ -27,7 +27,7 @@ class Samples(Block):
     num_steps: int = Field(28, gt=0, description="Sampler steps.")
     solver: Literal["euler", "heun"] = Field("euler", description="ODE solver on the shifted grid.")
     cfg_scale: float = Field(4.0, ge=0, description="Classifier-free guidance scale (1 = none).")
-    seed: int = Field(0, description="Seed of the grid's initial noise.")
+    seed: Seed = Field(0, description="Seed of the grid's initial noise.")
 
 
 class Train(Block):
@@ -43,3 +43,38 @@ class Train(Block):
     checkpoint: Checkpoint = Field(default_factory=dict, validate_default=True, description="Checkpoint cadence.")
     samples: Samples = Field(default_factory=dict, validate_default=True, description="Sample grids during and after training.")
     log_every: int = Field(10, gt=0, description="Log metrics every this many steps.")
+
+    def split(self, processes: int) -> tuple[int, int]:
+        """(micro_batch, accumulation) with micro_batch x processes x accumulation = global_batch.
+
+        What the spec fixes is kept (an explicit micro_batch, else an explicit accumulation) for the number of
+        processes a run actually has, which `--nproc` may change; BatchSplitError names the key that cannot be."""
+        if self.micro_batch is not None:
+            micro = self.micro_batch
+        elif self.accumulation is not None:
+            micro = self.global_batch // (processes * self.accumulation)
+        else:
+            micro = self.global_batch // processes
+        accumulation = self.accumulation or (self.global_batch // (micro * processes) if micro else 0)
+        if micro >= 1 and accumulation >= 1 and micro * processes * accumulation == self.global_batch:
+            return micro, accumulation
+        g, p, a, m = self.global_batch, processes, self.accumulation, self.micro_batch
+        if m is not None and a is not None:
+            raise BatchSplitError("accumulation", f"micro_batch {m} x {p} process(es) x accumulation {a} = {m * p * a}, "
+                                  f"not global_batch {g}")
+        if a is not None:
+            raise BatchSplitError("accumulation", f"global_batch {g} does not split into {p} process(es) x accumulation "
+                                  f"{a} (micro-batches of {g / (p * a):g} samples)")
+        if m is not None:
+            raise BatchSplitError("micro_batch", f"global_batch {g} is not a whole number of micro_batch {m} x {p} "
+                                  "process(es)")
+        raise BatchSplitError("global_batch", f"global_batch {g} does not split over {p} process(es)")
+
+
+class BatchSplitError(ValueError):
+    """The batch sizes of `train` do not fit the number of processes; `key` is the key to change."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+

@@ -12,6 +12,8 @@ SMALL = [
     (["benchmarks/data_throughput.py", "--batches", "2", "--workers", "1"], "training step consumes"),
     (["benchmarks/repa_convergence.py", "--steps", "60", "--every", "30", "--out", "{tmp}/repa.json"],
      "checker accuracy at the end"),
+    (["benchmarks/gradient_checkpointing.py", "--batch", "2", "--resolution", "32", "--steps", "1"],
+     "gradient checkpointing: activations -"),
 ]
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from flowspec.compiler import PASS_NAMES
 
-from .conftest import run_cli
+from .conftest import ROOT, run_cli
 
 
 def test_set_override_error_points_at_the_command_line():
@@ -41,12 +41,53 @@ def test_unknown_profile():
     assert code == 2 and "no profile named 'smok' (did you mean 'smoke'?)" in err
 
 
-@pytest.mark.parametrize("name", PASS_NAMES)
-def test_dump_after_each_pass_prints_json(name):
-    code, out, err = run_cli("plan", "specs/quickstart.yaml", "--dump-after", name)
+DUMP_ARGS = (str(ROOT / "specs/sdxl_like.yaml"), "--profile", "smoke", "--set", "stages.sft.steps=3", "--set", "train.cfg_dropout=0",
+             "--stage", "sft")
+
+
+def dump(name, cwd=ROOT):
+    # Only `resolve` looks ops up in the runtime (torch); --no-estimate keeps the other dumps torch-free and fast.
+    fast = ("--no-estimate",) if PASS_NAMES.index(name) < PASS_NAMES.index("resolve") else ()
+    code, out, err = run_cli("plan", *DUMP_ARGS, *fast, "--dump-after", name, cwd=cwd)
     assert code == 0, err
-    form = json.loads(out)
-    assert isinstance(form, dict) and form
+    return json.loads(out)
+
+
+# What each pass adds, seen in its dump and not in the dump of the pass before it.
+PASS_EFFECTS = {
+    "load": lambda f: f["stages"][1]["steps"] == 20000 and "profiles" in f and "output_dir" not in f,
+    "migrate": lambda f: f["flowspec"] == 1 and f["stages"][1]["steps"] == 20000,
+    "profile": lambda f: f["stages"][1]["steps"] == 4 and f["model"]["preset"] == "tiny",
+    "overrides": lambda f: f["stages"][1]["steps"] == 3 and "data" not in f["stages"][0],
+    "inherit": lambda f: f["stages"][0]["data"]["source"]["kind"] == "shapes",
+    "validate": lambda f: f["spec"]["output_dir"] == "runs" and f["warnings"] == [],
+    "check": lambda f: any("cfg_dropout" in w for w in f["warnings"]),
+    "lower": lambda f: len(f["stages"]) == 5 and f["stages"][1]["ops"][0]["op"] == "load_model",
+    "select": lambda f: [s["name"] for s in f["stages"]] == ["pretrain", "sft"] and not f["resolved"],
+    "resolve": lambda f: f["resolved"] and all(op["missing"] is None for s in f["stages"] for op in s["ops"]),
+    "cache": lambda f: [s["cache"] for s in f["stages"]] == ["hit", "miss"],
+}
+
+
+def test_dump_after_each_pass_shows_that_pass_at_work(tmp_path, root):
+    assert tuple(PASS_EFFECTS) == PASS_NAMES
+    finished = tmp_path / dump("lower")["stages"][0]["run_dir"]
+    finished.mkdir(parents=True)
+    (finished / "DONE").write_text("{}")  # the `cache` pass finds the finished pretrain stage
+    previous = None
+    for name, effect in PASS_EFFECTS.items():
+        form = dump(name, cwd=tmp_path)
+        assert effect(form), name
+        if previous is not None and name != "migrate":  # version 1 is current: migrate has nothing to do
+            assert not holds(effect, previous), f"{name}: already true before the pass"
+        previous = form
+
+
+def holds(effect, form) -> bool:
+    try:
+        return bool(effect(form))
+    except (KeyError, IndexError, TypeError):
+        return False
 
 
 def test_dump_after_unknown_pass():
@@ -60,7 +101,11 @@ def test_run_refuses_kinds_without_a_runtime_before_running_anything(tmp_path, r
     spec.write_text(text)
     code, out, err = run_cli("run", str(spec), "--profile", "smoke", cwd=tmp_path)
     assert code == 2 and "Traceback" not in err
-    assert "stage kind 'diffusion_dpo' has no runtime" in err
+    lines = text.splitlines()
+    dpo_kind = lines.index("    kind: diffusion_dpo") + 1  # the train op of a stage comes from its `kind` line
+    pairs = next(i for i, line in enumerate(lines, 1) if line.startswith("    pairs:"))
+    assert f"{spec}:{dpo_kind}:5: stages.dpo: train: no runtime for objective 'diffusion_dpo'" in err
+    assert f"{spec}:{pairs}:5: stages.dpo: pairs: no runtime for op 'pairs'" in err
     assert not (tmp_path / "runs").exists()
 
 
@@ -76,3 +121,20 @@ def test_validate_reports_a_broken_profile_and_fails(tmp_path, root):
 def test_validate_missing_file():
     code, _, err = run_cli("validate", "specs/nope.yaml")
     assert code == 2 and "specs/nope.yaml: cannot read spec" in err
+
+
+def test_run_with_executor_slurm_takes_set_keys_of_slurm_and_then_needs_slurm(tmp_path, root, monkeypatch, capsys):
+    """--executor applies before --set: a local spec's run on SLURM can set SLURM's keys. Without SLURM's
+    commands (PATH holds none, whatever this machine has) the run then stops, saying so in one line."""
+    from flowspec.cli import main
+
+    (tmp_path / "s.yaml").write_text((root / "specs/toy2d.yaml").read_text() + "executor: {kind: local, devices: 2}\n")
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "s.yaml", "--executor", "slurm", "--set", "executor.gpus_per_node=4"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown key" not in err
+    assert err.startswith("flowspec run: `sbatch`, `srun`, `squeue`, `sacct` are not on PATH: this machine is not "
+                          "a SLURM login node"), err
+    assert "`flowspec run SPEC --executor local`" in err and not (tmp_path / "runs").exists()

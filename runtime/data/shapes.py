@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ...schemas.data import MAX_COMPLEXITY
+from ...schemas.data import COLOR_NAMES, MAX_COMPLEXITY, SHAPE_NAMES, SHAPES_CLASSES
 
 # Saturated colours whose pairwise RGB distance is >= ~120 and which all lie far from white,
 # black and light grey, so a pixel's nearest colour survives anti-aliasing, blur and noise.
@@ -36,7 +36,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "cyan": (20, 190, 210),
 }
 # Fill ratios of their bounding boxes are 0.785 / 1.0 / 0.5: easy to tell apart at 32 px.
-SHAPES = ("circle", "square", "triangle")
+SHAPES = SHAPE_NAMES
 # Half the side of the object's bounding box, as a fraction of the image's short side. At 32 px a
 # small object is ~7 px across and a large one ~12 px: both recognisable, and the sizes differ by
 # a factor the checker can threshold (see checker.SIZE_THRESHOLD).
@@ -47,7 +47,8 @@ RELATIONS = ("above", "below", "left of", "right of")
 RELATION_PHRASES = {"above": "above", "below": "below", "left of": "to the left of", "right of": "to the right of"}
 NUMBERS = {1: "a", 2: "two", 3: "three"}
 BACKGROUNDS = {"white": 255, "black": 0, "noise": 230}
-NUM_CLASSES = len(SHAPES) * len(COLORS)
+NUM_CLASSES = len(SHAPES_CLASSES)
+assert tuple(COLORS) == COLOR_NAMES  # class labels and the schema's class names follow this order
 
 MARGIN = 0.03  # clear border (short-side units) so the checker can read the background there
 GAP = 0.08  # clear space between object boxes (>= 2 px at 32 px, so components never touch)
@@ -262,7 +263,8 @@ def render(scene: ShapeScene, height: int, width: int, background: str = "white"
 
 # -------------------------------------------------------------------------------------- dataset
 def class_label(scene: ShapeScene) -> int:
-    """Class of the first object's (shape, colour), in [0, NUM_CLASSES), for class-conditional models."""
+    """Class of the first object's (shape, colour), in [0, NUM_CLASSES), for class-conditional models: the
+    index of its name ("red circle") in schemas/data.py SHAPES_CLASSES."""
     first = scene.objects[0]
     return SHAPES.index(first.shape) * len(COLORS) + tuple(COLORS).index(first.color)
 

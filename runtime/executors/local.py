@@ -22,7 +22,7 @@ USER_ERROR = 2
 def run_stage(plan: Plan, stage_plan: StagePlan, fresh: bool, dist: Distributed = SINGLE,
               stop_requested=lambda: False) -> None:
     """One stage in this process (one rank of it when `dist` is active); raises TrainingDiverged."""
-    from ..stages import STAGE_RUNNERS
+    from .stage import StageRun
 
     device = dist.device()
     if cache_status(stage_plan.run_dir) == "hit":
@@ -33,7 +33,7 @@ def run_stage(plan: Plan, stage_plan: StagePlan, fresh: bool, dist: Distributed 
         ranks = f" x {dist.world} processes" if dist.active else ""
         print(f"[{stage_plan.name}] {stage_plan.kind}, {stage_plan.steps} steps on {device}{ranks} -> "
               f"{stage_plan.run_dir}", flush=True)
-    STAGE_RUNNERS[stage_plan.kind](plan, stage_plan, device, fresh, dist, stop_requested).run()
+    StageRun(plan, stage_plan, device, fresh, dist, stop_requested).run()
     if dist.main:
         print(f"[{stage_plan.name}] done: {Path(stage_plan.run_dir) / 'report.md'}", flush=True)
 

@@ -18,7 +18,10 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class VelocityMLP(ModelMixin, ConfigMixin):
-    """A diffusers ModelMixin, so it saves and loads with save_pretrained / from_pretrained like the rest."""
+    """A diffusers ModelMixin, so it saves and loads with save_pretrained / from_pretrained like the rest
+    (and diffusers' enable_gradient_checkpointing recomputes its layers in the backward pass)."""
+
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(self, in_dim: int = 2, hidden_dim: int = 64, num_layers: int = 3, time_embed_dim: int = 32,
@@ -31,9 +34,13 @@ class VelocityMLP(ModelMixin, ConfigMixin):
             layers += [nn.Linear(hidden_dim, hidden_dim), nn.SiLU()]
         layers.append(nn.Linear(hidden_dim, in_dim))
         self.net = nn.Sequential(*layers)
+        self.gradient_checkpointing = False
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         emb = timestep_embedding(t, self.time_embed_dim).to(x.dtype)
         if self.class_embed is not None and class_labels is not None:
             emb = emb + self.class_embed(class_labels)
-        return self.net(torch.cat([x, emb], dim=-1))
+        inputs = torch.cat([x, emb], dim=-1)
+        if torch.is_grad_enabled() and self.gradient_checkpointing:
+            return self._gradient_checkpointing_func(self.net, inputs)
+        return self.net(inputs)

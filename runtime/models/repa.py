@@ -152,6 +152,7 @@ class RepaLoss(nn.Module):
         object.__setattr__(self, "encoder", encoder if encoder is not None else build_vision_encoder(block.encoder))
         self.projector = Projector(model_width, block.projector_dim, self.encoder.feature_dim)
         self._last: torch.Tensor | None = None
+        self.cache = None  # a ContentCache of encoder features by image content, when data.cache.repa_targets
 
     def _apply(self, fn, recurse=True):
         self.encoder._apply(fn, recurse)

@@ -176,7 +176,8 @@ class Trainer:
                 if self.step % config.checkpoint_every == 0 or done or timed:
                     self.checkpoint()
                     last_save = time.monotonic()
-                if main and self.hooks.on_samples and (self.step % config.samples_every == 0 or done):
+                # The final grid is the stage's `sample` op, drawn after training (also after a resume at the end).
+                if main and self.hooks.on_samples and self.step % config.samples_every == 0 and not done:
                     self.hooks.on_samples(self.step)
         finally:
             progress.close()

@@ -294,3 +294,32 @@ def test_one_step_on_fm_plus_repa_reduces_the_repa_loss(encoder):
     with torch.no_grad():
         _losses(bundle, repa, *batch)
     assert repa.last_value < before - 1e-3
+
+
+def test_several_repa_terms_each_add_their_own_loss_and_projector(encoder):
+    """Every aux_losses entry is a term of the flow-matching objective (aligning its own block), not just the first."""
+    from flowspec.runtime.data.stream import BatchStream
+    from flowspec.runtime.objectives.flow_matching import FlowMatching
+    from flowspec.runtime.ops.context import StageContext
+    from flowspec.schemas.stages import Pretrain
+
+    bundle = build_bundle(MODEL.validate_python(PIXEL_MMDIT), seed=0)
+    stage = Pretrain.model_validate({
+        "name": "pretrain", "steps": 1, "data": {"source": {"kind": "shapes", "num_images": 8},
+                                                  "curriculum": [{"resolution": 16}]},
+        "timesteps": {}, "optimizer": {}, "train": {"cfg_dropout": 0.0}, "executor": {},
+        "aux_losses": [{"kind": "repa", "depth": 1, "lambda": 0.5, "projector_dim": 32},
+                       {"kind": "repa", "depth": 2, "lambda": 0.25, "projector_dim": 16}]})
+    width = bundle.denoiser.config["num_attention_heads"] * bundle.denoiser.config["attention_head_dim"]
+    terms = [RepaLoss(block, bundle.denoiser, width, encoder=encoder) for block in stage.aux_losses]
+    feed = BatchStream(stage.data, 0, 4, 1, 4)
+    objective = FlowMatching(StageContext(stage=stage, seed=0, device=torch.device("cpu"), bundle=bundle, feed=feed,
+                                          repa=terms))
+    loss, metrics = objective(0, 0)
+    assert loss.item() == pytest.approx(metrics["fm_loss"] + 0.5 * metrics["repa_loss"] + 0.25 * metrics["repa_loss_1"],
+                                        rel=1e-6)
+    assert [t.tap.depth for t in terms] == [1, 2] and metrics["repa_loss"] != metrics["repa_loss_1"]
+    modules = objective.modules()
+    assert list(modules) == ["repa_projector", "repa_projector_1"] and modules["repa_projector_1"] is terms[1]
+    loss.backward()
+    assert all(p.grad is not None for term in terms for p in term.projector.parameters())

@@ -1,0 +1,63 @@
+"""Op `train`: the stage's objective on the shared training loop."""
+from __future__ import annotations
+
+from ..train.checkpoint import capture_rng, restore_rng
+from ..train.loop import LoopConfig, LoopHooks, Trainer
+from . import op, spec_dir
+from .context import StageContext
+from .data import log_final_report
+from .sample import sample_grid
+
+
+@op("train")
+def train(ctx: StageContext, params: dict) -> None:
+    from ..objectives import objective_class
+
+    cls = objective_class(params["objective"], spec_dir(ctx.plan))
+    options = cls.Options.model_validate(ctx.stage.objective_options() or {}) if cls.Options is not None else None
+    objective = cls(ctx, options)
+    hooks = LoopHooks(on_samples=isolated(lambda step: sample_grid(ctx, step)),
+                      on_checkpoint=[lambda step: [c.flush() for c in ctx.caches]])
+    if ctx.dist.main:
+        ctx.wandb = start_wandb(ctx, hooks)
+    modules = {**ctx.bundle.trainable_modules(), **objective.modules()}
+    ctx.trainer = Trainer(loop_config(ctx), modules, objective, ctx.stage.train, ctx.stage.optimizer, hooks,
+                          ctx.dist, ctx.stop_requested)
+    if ctx.stage.train.compile:
+        ctx.bundle.denoiser.net.compile()
+    ctx.trainer.run()
+    if ctx.dist.main:
+        log_final_report(ctx)
+
+
+def loop_config(ctx: StageContext) -> LoopConfig:
+    train = ctx.stage.train
+    return LoopConfig(steps=ctx.stage.steps, accumulation=ctx.accumulation, seed=ctx.seed, run_dir=ctx.run_dir,
+                      label=ctx.label, device=ctx.device, precision=train.precision, log_every=train.log_every,
+                      checkpoint_every=train.checkpoint.every, checkpoint_minutes=train.checkpoint.every_minutes,
+                      checkpoint_keep=train.checkpoint.keep, samples_every=train.samples.every,
+                      max_grad_norm=train.max_grad_norm)
+
+
+def start_wandb(ctx: StageContext, hooks: LoopHooks):
+    tracking = ctx.spec.tracking
+    if tracking.kind != "wandb":
+        return None
+    from ..executors.stage import identity
+    from ..train.logs import WandbLog
+
+    log = WandbLog(tracking, ctx.run_dir, name=f"{ctx.spec.name}/{ctx.stage.name}", run_id=ctx.stage_plan.hash[:16],
+                   config=identity(ctx.plan, ctx.stage_plan))
+    hooks.on_log.append(lambda record: log.log(record, record["step"]))
+    return log
+
+
+def isolated(fn):
+    """Run `fn` without disturbing any RNG the training loop depends on (exact resume)."""
+    def wrapped(*args):
+        state = capture_rng()
+        try:
+            return fn(*args)
+        finally:
+            restore_rng(state)
+    return wrapped

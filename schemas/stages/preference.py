@@ -1,0 +1,125 @@
+"""Preference tuning: reward feedback learning, Flow-GRPO, Diffusion-DPO (algorithms.md sections 5-8)."""
+from __future__ import annotations
+
+from typing import ClassVar, Iterator, Literal
+
+from pydantic import Field, model_validator
+
+from ..base import Block, LocalPath, tagged
+from ..rewards import Reward, is_differentiable
+from .base import Note, OpSpec, StageBase
+
+SHAPES_REWARDS = ("shapes_checker", "shapes_color")
+
+
+def reward_notes(reward, data, path: tuple) -> Iterator[Note]:
+    """A reward that scores against shapes captions needs shapes data."""
+    if reward.kind in SHAPES_REWARDS and data.source.kind != "shapes":
+        yield Note((*path, "kind"), f"{reward.kind} scores against shapes captions; this stage's data is "
+                   f"{data.source.kind}")
+
+
+class RewardFeedback(StageBase):
+    needs_start: ClassVar[bool] = True
+    objective: ClassVar[str] = "reward_feedback"
+    generates: ClassVar[bool] = True
+
+    kind: Literal["reward_feedback"] = Field("reward_feedback", description="ReFL: back-propagate a differentiable reward through one late sampler step.")
+    reward: Reward = Field(description="Reward model; must be differentiable.")
+    sampling_steps: int = Field(40, gt=1, description="Steps of the rollout sampler.")
+    grad_steps: tuple[int, int] = Field((30, 39), description="The step with gradient is drawn uniformly from this range (0-based).")
+    grad_scale: float = Field(1e-3, gt=0, description="Loss scale of the reward term.")
+    reward_margin: float = Field(2.0, description="Loss is ReLU(margin - reward).")
+    pretrain_loss_weight: float = Field(1.0, ge=0, description="Weight of the interleaved flow-matching loss on real data.")
+
+    @model_validator(mode="after")
+    def _range(self):
+        lo, hi = self.grad_steps
+        if not 0 <= lo <= hi < self.sampling_steps:
+            raise ValueError(f"grad_steps [{lo}, {hi}] must lie within 0..{self.sampling_steps - 1}")
+        return self
+
+    def extra_ops(self) -> Iterator[OpSpec]:
+        yield from super().extra_ops()
+        yield OpSpec("reward", {"reward": self.reward.kind}, ("reward",))
+
+    def findings(self, spec) -> Iterator[Note]:
+        yield from super().findings(spec)
+        if not is_differentiable(self.reward):
+            yield Note(("reward", "kind"), f"ReFL back-propagates through the reward, but {self.reward.kind} is not "
+                       "differentiable (use flow_grpo, or a differentiable reward)")
+        yield from reward_notes(self.reward, self.data, ("reward",))
+
+
+class FlowGRPO(StageBase):
+    needs_start: ClassVar[bool] = True
+    objective: ClassVar[str] = "flow_grpo"
+    generates: ClassVar[bool] = True
+
+    kind: Literal["flow_grpo"] = Field("flow_grpo", description="Flow-GRPO: group-relative policy optimisation over SDE rollouts.")
+    reward: Reward = Field(description="Reward model (differentiability not needed).")
+    group_size: int = Field(24, ge=2, description="Images per prompt (G).")
+    noise_level: float = Field(0.7, ge=0, description="SDE noise level a: sigma_t = a sqrt(t / (1 - t)).")
+    clip_range: float = Field(1e-4, gt=0, description="PPO ratio clip epsilon.")
+    kl_beta: float = Field(0.04, ge=0, description="Weight of the KL to the reference policy.")
+    kl_form: Literal["per_dim", "exact"] = Field(
+        "per_dim", description="per_dim: mean over dims of (mu - mu_ref)^2 / (2 sigma_t^2) as the reference code; "
+        "exact: the Gaussian KL with |dt|.")
+    adv_clip_max: float = Field(5.0, gt=0, description="Advantages are clipped to +-this.")
+    global_std: bool = Field(True, description="Normalise advantages by the std of the whole batch (mean per prompt).")
+    sampling_steps: int = Field(10, gt=1, description="SDE steps of a rollout.")
+    eval_steps: int = Field(40, gt=1, description="ODE steps for evaluation samples.")
+    timestep_fraction: float = Field(0.99, gt=0, le=1, description="Train on the first floor(fraction x steps) steps.")
+    cfg_scale: float = Field(4.5, ge=0, description="Guidance scale of the policy during rollouts.")
+
+    def extra_ops(self) -> Iterator[OpSpec]:
+        yield from super().extra_ops()
+        yield OpSpec("reward", {"reward": self.reward.kind}, ("reward",))
+
+    def findings(self, spec) -> Iterator[Note]:
+        yield from super().findings(spec)
+        yield from reward_notes(self.reward, self.data, ("reward",))
+        if int(self.timestep_fraction * self.sampling_steps) < 1:
+            yield Note(("timestep_fraction",), "trains on no step: raise timestep_fraction or sampling_steps")
+        if self.train.global_batch % self.group_size:
+            yield Note(("train", "global_batch"), f"global_batch {self.train.global_batch} must hold whole groups of "
+                       f"group_size {self.group_size}")
+
+
+class DPOPairs(Block):
+    kind: Literal["generated"] = Field("generated", description="Pairs sampled from the starting model and ranked by a reward.")
+    reward: Reward = Field(description="Ranks the two images of a pair.")
+    num_pairs: int = Field(1000, gt=0, description="Pairs to generate (once, cached).")
+    sampling_steps: int = Field(28, gt=0, description="Sampler steps.")
+
+
+class JsonlPairs(Block):
+    kind: Literal["jsonl"] = Field("jsonl", description="Pairs from a file: one JSON object per line with caption, winner, loser paths.")
+    path: LocalPath = Field(description="The .jsonl file.")
+
+
+Pairs = tagged(DPOPairs, JsonlPairs)
+
+
+class DiffusionDPO(StageBase):
+    needs_start: ClassVar[bool] = True
+    reads: ClassVar[tuple[str, ...]] = ("reference",)
+    objective: ClassVar[str] = "diffusion_dpo"
+    generates: ClassVar[bool] = True
+
+    kind: Literal["diffusion_dpo"] = Field("diffusion_dpo", description="Diffusion-DPO in flow form (velocity errors, shared t and noise per pair).")
+    reference: str | None = Field(None, description="Frozen reference stage; omitted: the `from` stage.")
+    beta: float = Field(5000.0, gt=0, description="DPO beta (reference launchers: 5000; sweep 1000-5000 for flows).")
+    pairs: Pairs = Field(description="Preference pairs.")
+
+    def extra_ops(self) -> Iterator[OpSpec]:
+        yield from super().extra_ops()
+        params = {"pairs": self.pairs.kind}
+        if self.pairs.kind == "generated":
+            params.update(num_pairs=self.pairs.num_pairs, reward=self.pairs.reward.kind)
+        yield OpSpec("pairs", params, ("pairs",))
+
+    def findings(self, spec) -> Iterator[Note]:
+        yield from super().findings(spec)
+        if self.pairs.kind == "generated":
+            yield from reward_notes(self.pairs.reward, self.data, ("pairs", "reward"))

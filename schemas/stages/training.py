@@ -1,0 +1,88 @@
+"""Pre-training, continued training / SFT, and DreamBooth: flow matching on data."""
+from __future__ import annotations
+
+from typing import ClassVar, Iterator, Literal
+
+from pydantic import Field, model_validator
+
+from ..base import Block, tagged
+from ..data import Source
+from ..rewards import VisionEncoder
+from .base import Note, OpSpec, StageBase
+
+
+class Repa(Block):
+    kind: Literal["repa"] = Field("repa", description="REPA: align a block's tokens with a frozen vision encoder's patch features.")
+    encoder: VisionEncoder = Field(default_factory=dict, validate_default=True, description="Frozen target encoder.")
+    depth: int = Field(8, gt=0, description="Align the output of this transformer block (1-based; REPA: 8 of 28).")
+    lambda_: float = Field(0.5, alias="lambda", ge=0, description="Coefficient of the REPA loss.")
+    projector_dim: int = Field(2048, gt=0, description="Hidden width of the 3-layer MLP projector.")
+
+
+# Extra loss terms, a union tagged by kind (REPA for now).
+AuxLoss = tagged(Repa)
+
+
+class FlowMatchingStage(StageBase):
+    """Flow matching on the stage's data, with optional extra loss terms."""
+
+    objective: ClassVar[str] = "flow_matching"
+
+    aux_losses: list[AuxLoss] = Field(
+        default_factory=list, description="Extra loss terms (REPA), each added to the flow-matching loss; several "
+        "REPA terms may align different blocks or encoders.")
+
+    def extra_ops(self) -> Iterator[OpSpec]:
+        yield from super().extra_ops()
+        for j, extra in enumerate(self.aux_losses):
+            yield OpSpec("vision_encoder", {"encoder": extra.encoder.kind, "for": extra.kind, "depth": extra.depth,
+                                            "index": j}, ("aux_losses", j))
+
+
+class Pretrain(FlowMatchingStage):
+    kind: Literal["pretrain"] = Field("pretrain", description="Flow-matching pre-training.")
+
+
+class Finetune(FlowMatchingStage):
+    needs_start: ClassVar[bool] = True
+
+    kind: Literal["finetune"] = Field("finetune", description="Continued training or supervised fine-tuning on a curated subset.")
+
+
+class Prior(Block):
+    class_prompt: str = Field(description="Prompt of the class, e.g. 'a photo of a star'.")
+    num_images: int = Field(100, gt=0, description="Class images generated once by the frozen starting model.")
+    lambda_: float = Field(1.0, alias="lambda", ge=0, description="Weight of the prior-preservation loss.")
+    sampling_steps: int = Field(28, gt=0, description="Sampler steps for the class images.")
+
+
+class DreamBooth(StageBase):
+    needs_start: ClassVar[bool] = True
+    objective: ClassVar[str] = "dreambooth"
+
+    kind: Literal["dreambooth"] = Field("dreambooth", description="DreamBooth: bind a rare identifier to a subject, with prior preservation.")
+    instance_data: Source = Field(description="The few subject images.")
+    instance_prompt: str = Field(description="Prompt with the identifier, e.g. 'a photo of sks star'.")
+    identifier: str = Field("sks", description="The rare token standing for the subject.")
+    prior: Prior | None = Field(None, description="Prior preservation; null: plain fine-tuning on the subject.")
+
+    @model_validator(mode="after")
+    def _identifier_in_prompt(self):
+        if self.identifier not in self.instance_prompt.split():
+            raise ValueError(f"instance_prompt {self.instance_prompt!r} does not contain the identifier {self.identifier!r}")
+        return self
+
+    def extra_ops(self) -> Iterator[OpSpec]:
+        yield from super().extra_ops()
+        yield OpSpec("instance_data", {"source": self.instance_data.kind}, ("instance_data",))
+        if self.prior is not None:
+            yield OpSpec("generate_prior", {"num_images": self.prior.num_images,
+                                            "sampling_steps": self.prior.sampling_steps}, ("prior",))
+
+    def findings(self, spec) -> Iterator[Note]:
+        yield from super().findings(spec)
+        if self.instance_data.kind == "toy2d":
+            yield Note(("instance_data", "kind"), "DreamBooth subjects are images")
+        if self.prior and self.identifier in self.prior.class_prompt.split():
+            yield Note(("prior", "class_prompt"), f"the class prompt contains the identifier '{self.identifier}': "
+                       "prior images would learn the subject", "warning")
