@@ -65,10 +65,13 @@ def lower(spec: Spec, tree: PosDict, fallback: Location) -> tuple[StagePlan, ...
 
 def cache_status(run_dir: str) -> str:
     path = Path(run_dir)
-    if (path / DONE_MARKER).exists():
-        return "hit"
-    if (path / "checkpoints").is_dir() and any((path / "checkpoints").iterdir()):
-        return "resume"
+    try:
+        if (path / DONE_MARKER).exists():
+            return "hit"
+        if (path / "checkpoints").is_dir() and any((path / "checkpoints").iterdir()):
+            return "resume"
+    except OSError:  # an unreadable runs folder: nothing found there (the run itself will say why it cannot write)
+        pass
     return "miss"
 
 

@@ -21,7 +21,7 @@ def validate(tree: PosDict, fallback: Location) -> Spec:
     try:
         return Spec.model_validate(tree, context=context)
     except ValidationError as exc:
-        issues = _dedupe([_issue(error, tree, fallback) for error in exc.errors()])
+        issues = _dedupe([_issue(error, tree, fallback) for error in _one_per_value(exc.errors())])
         raise SpecError(sorted(issues, key=position)) from None
 
 
@@ -41,6 +41,31 @@ def _dedupe(issues: list[Issue]) -> list[Issue]:
         if key not in seen:
             seen.add(key)
             kept.append(issue)
+    return kept
+
+
+# pydantic names the member of a plain union (`str | float`, `list[str] | Literal[...]`) in an error's loc:
+# a type label, not a key the user wrote.
+_MEMBER_LABEL = re.compile(r"^(str|int|float|bool|none|constrained-\w+|[a-z-]+\[.*\])$")
+_TYPE_ERRORS = ("_type", "_parsing", "literal_error", "is_instance_of")
+
+
+def _one_per_value(errors: list[dict]) -> list[dict]:
+    """Union member labels dropped from each loc. A value that fails every member of a union gets one
+    error per member; the one that says what is wrong with it (here or inside it) is kept, not those
+    saying it is not of another member's type."""
+    errors = [{**e, "loc": tuple(seg for seg in e["loc"] if not (isinstance(seg, str) and _MEMBER_LABEL.match(seg)))}
+              for e in errors]
+    kept, seen_type = [], set()
+    for i, error in enumerate(errors):
+        if error["type"].endswith(_TYPE_ERRORS):
+            loc = error["loc"]
+            deeper = [e for j, e in enumerate(errors) if j != i and e["loc"][:len(loc)] == loc
+                      and (len(e["loc"]) > len(loc) or not e["type"].endswith(_TYPE_ERRORS))]
+            if deeper or loc in seen_type:
+                continue
+            seen_type.add(loc)
+        kept.append(error)
     return kept
 
 

@@ -16,7 +16,7 @@ ERROR_CLASSES = {
     "resolution_multiple", "curriculum_order", "pos_embed", "repa_depth", "refl_reward", "batch_arithmetic",
     "grpo_groups", "lora_target", "dit_square", "slurm_signal", "text_width", "latent_channels", "data_model", "toy_shift",
     "mixture_lengths", "warmup", "template_syntax", "newer_version", "profile_key", "many_errors",
-    "webdataset_mixture", "enhancer_unused",
+    "webdataset_mixture", "enhancer_unused", "union_member",
     "non_finite",
 }
 
