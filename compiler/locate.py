@@ -24,7 +24,7 @@ def _all_kinds() -> frozenset[str]:
 _KINDS: frozenset[str] | None = None
 
 
-def _is_tag(node: PosDict, segment) -> bool:
+def is_tag(node: PosDict, segment) -> bool:
     """pydantic puts a union's tag in the loc; it is not a key (the kind may be implied by a default)."""
     global _KINDS
     if _KINDS is None:
@@ -41,7 +41,7 @@ def locate(tree: PosDict, loc: Sequence[Any], fallback: Location, *, at_key: boo
             if segment in node:
                 where = (node.key_pos if at_key else node.val_pos).get(segment, where)
                 node = node[segment]
-            elif _is_tag(node, segment):
+            elif is_tag(node, segment):
                 continue
             else:
                 break
@@ -62,7 +62,7 @@ def dotted(tree: PosDict, loc: Sequence[Any]) -> str:
             if segment in node:
                 parts.append(str(segment))
                 node = node[segment]
-            elif _is_tag(node, segment):
+            elif is_tag(node, segment):
                 continue
             else:
                 parts.append(str(segment))

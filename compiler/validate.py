@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..schemas import Spec
 from .errors import Issue, Location, SpecError, did_you_mean, one_of
-from .locate import dotted, locate
+from .locate import dotted, is_tag, locate
 from .yamlpos import PosDict
 
 
@@ -21,7 +21,7 @@ def validate(tree: PosDict, fallback: Location) -> Spec:
     try:
         return Spec.model_validate(tree, context=context)
     except ValidationError as exc:
-        issues = _dedupe([_issue(error, tree, fallback) for error in _one_per_value(exc.errors())])
+        issues = _dedupe([_issue(error, tree, fallback) for error in _one_per_value(tree, exc.errors())])
         raise SpecError(sorted(issues, key=position)) from None
 
 
@@ -50,12 +50,29 @@ _MEMBER_LABEL = re.compile(r"^(str|int|float|bool|none|constrained-\w+|[a-z-]+\[
 _TYPE_ERRORS = ("_type", "_parsing", "literal_error", "is_instance_of")
 
 
-def _one_per_value(errors: list[dict]) -> list[dict]:
+def _without_labels(tree: PosDict, loc: tuple) -> tuple:
+    """`loc` without the union member labels pydantic inserts: a segment that looks like one and is not a key
+    the user wrote at that point (a key named `none` is a key)."""
+    node: Any = tree
+    kept = []
+    for segment in loc:
+        written = isinstance(node, dict) and segment in node
+        if isinstance(node, PosDict) and not written and is_tag(node, segment):
+            kept.append(segment)  # a tagged union's tag: the node itself, one level on
+            continue
+        if not written and isinstance(segment, str) and _MEMBER_LABEL.match(segment):
+            continue
+        kept.append(segment)
+        is_item = isinstance(node, list) and isinstance(segment, int) and 0 <= segment < len(node)
+        node = node[segment] if written or is_item else None
+    return tuple(kept)
+
+
+def _one_per_value(tree: PosDict, errors: list[dict]) -> list[dict]:
     """Union member labels dropped from each loc. A value that fails every member of a union gets one
     error per member; the one that says what is wrong with it (here or inside it) is kept, not those
     saying it is not of another member's type."""
-    errors = [{**e, "loc": tuple(seg for seg in e["loc"] if not (isinstance(seg, str) and _MEMBER_LABEL.match(seg)))}
-              for e in errors]
+    errors = [{**e, "loc": _without_labels(tree, e["loc"])} for e in errors]
     kept, seen_type = [], set()
     for i, error in enumerate(errors):
         if error["type"].endswith(_TYPE_ERRORS):

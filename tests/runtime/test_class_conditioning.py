@@ -82,6 +82,7 @@ MARGIN = 0.03
 COLOUR = 0.5
 
 
+@pytest.mark.slow
 def test_class_conditional_dit_learns_its_classes_above_chance(tmp_path):
     write_spec(tmp_path, DIT)
     run = flowspec("run", "spec.yaml", cwd=tmp_path)

@@ -40,4 +40,5 @@ def test_a_global_batch_that_does_not_split_over_the_processes_is_refused(tmp_pa
     write_spec(tmp_path, IMAGE)
     out = flowspec("run", "spec.yaml", "--nproc", "3", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "stages.pretrain.train.global_batch" in out.stderr and "3 process(es)" in out.stderr
+    assert "stages.pretrain.train.micro_batch: global_batch 8 is not a whole number of micro_batch 4 x 3 process(es)" \
+        in out.stderr

@@ -3,6 +3,7 @@ import json
 import time
 
 import numpy as np
+import pytest
 import torch
 from diffusers.models.modeling_utils import ModelMixin
 
@@ -138,6 +139,7 @@ LEARN_STEPS = 300
 MARGIN = 0.15
 
 
+@pytest.mark.slow
 def test_the_quick_start_learns_its_captions_well_above_chance(tmp_path, root):
     run = flowspec("run", str(root / "specs/quickstart.yaml"), "--stage", "pretrain",
                    "--set", f"stages.pretrain.steps={LEARN_STEPS}",
