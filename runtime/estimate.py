@@ -18,6 +18,7 @@ from .models.build import build_denoiser, build_vae, example_inputs
 from .data.sources import DataError
 from .objectives import cost_of
 from .ops.context import data_error
+from .ops.data import checked_classes
 
 GIB = 2**30
 ADAM_BYTES = 8  # two fp32 moments per trainable parameter
@@ -68,6 +69,8 @@ def estimate_plan(plan: Plan) -> Plan:
             report = tuple(data_report(plan, stage_plan))
         except DataError as exc:  # found before any training: one positioned line, no traceback
             raise data_error(stage_plan, str(exc)) from None
+        if plan.spec.model.class_count() is not None:  # an image folder's classes are known once it is read
+            checked_classes(plan.spec_stage(stage_plan.name), stage_plan, plan.spec.model.class_count())
         plan = plan.replace_stage(dataclasses.replace(stage_plan, estimate=estimate, data_report=report))
     return plan
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 
+from ...compiler import Issue, Location, SpecError
 from ..data.loader import PrefetchingStream
-from ..data.sources import listing
+from ..data.sources import DataError, listing
 from ..data.stream import BatchStream
 from ..sampling import latent_multiple
 from . import op
-from ...compiler import Issue, Location, SpecError
 from .context import StageContext, data_error, split_batch
 
 
@@ -23,7 +23,7 @@ def data(ctx: StageContext, params: dict) -> None:
               f"{ctx.accumulation} accumulation step(s)", flush=True)
         log_data_report(ctx, ctx.stream.report())
     if ctx.spec.model.class_count() is not None:
-        ctx.classes = class_names(ctx)
+        ctx.classes = checked_classes(stage, ctx.stage_plan, ctx.spec.model.class_count())
     loader = stage.data.loader
     feed = ctx.stream if loader.num_workers == 0 else PrefetchingStream(
         ctx.stream, ctx.accumulation, stage.steps, loader.num_workers, loader.prefetch_factor)
@@ -31,21 +31,24 @@ def data(ctx: StageContext, params: dict) -> None:
     attach_caches(ctx)
 
 
-def class_names(ctx: StageContext):
-    """The data's classes, checked against the model's label table and the prompts the stage samples."""
+def checked_classes(stage, stage_plan, count: int):
+    """The data's classes, checked against the model's label table (`count` rows) and the prompts the stage
+    samples; `flowspec plan` runs the same check."""
     from ..data.classes import source_classes
 
-    classes = source_classes(ctx.stage.data.source)
-    count = ctx.spec.model.class_count()
+    try:
+        classes = source_classes(stage.data.source)
+    except DataError as exc:
+        raise data_error(stage_plan, str(exc)) from None
     if len(classes.names) > count:
-        raise data_error(ctx.stage_plan, f"the data has {len(classes.names)} classes ({listing(list(classes.names))}) "
+        raise data_error(stage_plan, f"the data has {len(classes.names)} classes ({listing(list(classes.names))}) "
                          f"but the model's label table has {count}: set model.config.num_embeds_ada_norm: "
                          f"{len(classes.names)}")
     try:
-        classes.labels(ctx.stage.train.samples.prompts)
+        classes.labels(stage.train.samples.prompts)
     except ValueError as exc:
-        where = next(op.loc for op in ctx.stage_plan.ops if op.op == "sample")
-        raise SpecError([Issue(Location(where), f"stages.{ctx.stage.name}.train.samples.prompts", str(exc))]) from None
+        where = next(op.loc for op in stage_plan.ops if op.op == "sample")
+        raise SpecError([Issue(Location(where), f"stages.{stage.name}.train.samples.prompts", str(exc))]) from None
     return classes
 
 

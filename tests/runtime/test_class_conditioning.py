@@ -99,3 +99,37 @@ def test_class_conditional_dit_learns_its_classes_above_chance(tmp_path):
     assert out.returncode == 0, out.stderr
     refused = flowspec("sample", str(pretrain), "--prompt", "a photo of a dog", "--out", "x.png", cwd=tmp_path)
     assert refused.returncode == 2 and "names no class" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_plan_checks_a_folders_classes_against_the_label_table_and_the_sample_prompts(tmp_path):
+    def folder(classes, loose=False):
+        root = tmp_path / f"photos{len(classes)}{loose}"
+        for name in classes:
+            (root / name).mkdir(parents=True)
+            Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(root / name / "a.png")
+            (root / name / "a.txt").write_text(f"a {name}")
+        if loose:
+            Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / "loose.png")
+            (root / "loose.txt").write_text("loose")
+        return root
+
+    def plan(root, prompts='["cat"]'):
+        text = DIT.replace("{kind: shapes, num_images: 4096}", f"{{kind: imagefolder, path: {root}}}")
+        text = text.replace('prompts: ["a red circle", "two blue squares"]', f"prompts: {prompts}")
+        write_spec(tmp_path, text)
+        return flowspec("plan", "spec.yaml", cwd=tmp_path), text.splitlines()
+
+    two = folder(["cat", "dog"])
+    out, lines = plan(two)
+    assert out.returncode == 0, out.stderr
+    data_line = lines.index("data:") + 1
+    out, _ = plan(folder([f"c{i:02d}" for i in range(20)]))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith(f"spec.yaml:{data_line}:1: stages.pretrain.data: the data has 20 classes (c00, c01")
+    assert "label table has 18: set model.config.num_embeds_ada_norm: 20" in out.stderr
+    out, _ = plan(folder(["cat"], loose=True))
+    assert out.returncode == 2 and "1 image(s) lie directly in" in out.stderr and "loose.png" in out.stderr
+    out, lines = plan(two, prompts='["a cat"]')
+    prompts_line = next(i for i, line in enumerate(lines, 1) if "prompts:" in line)
+    assert out.returncode == 2 and out.stderr.startswith(f"spec.yaml:{prompts_line}:")
+    assert "stages.pretrain.train.samples.prompts: prompt 'a cat' names no class" in out.stderr
