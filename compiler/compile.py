@@ -26,7 +26,7 @@ from .overrides import apply, inherit, parse_set, profile_overrides, switch_kind
 from .plan import Plan
 from .resolve import Resolver, refusals, resolve, select_stages
 from .validate import position
-from .yamlpos import PosDict, load_file
+from .yamlpos import PosDict, clone, load_file, to_plain
 
 # Older spec versions are upgraded one step at a time: {version: function(tree) -> tree of version + 1}.
 MIGRATIONS: dict[int, Callable[[PosDict], PosDict]] = {}
@@ -47,6 +47,7 @@ class State:
     stages: tuple[str, ...] = ()
     resolver: Resolver | None = None
     runnable: bool = False
+    declared: dict[str, Any] = field(default_factory=dict)
 
     @property
     def top(self) -> Location:
@@ -77,9 +78,27 @@ def _profile(s: State) -> None:
 
 def _overrides(s: State) -> None:
     if s.executor:  # `--executor` first: the --set keys that follow are keys of the kind that will run
+        s.declared = declared_executors(s.tree)
         switch_kind(s.tree, "executor", s.executor, Executor, Location(f"--executor {s.executor}"))
     for text in s.sets:
         apply(s.tree, parse_set(text))
+
+
+def declared_executors(tree: PosDict) -> dict[str, Any]:
+    """Each stage's executor block as the spec (and its profile) declares it, inherited from the root block;
+    a stage whose block does not validate is left out (validation reports it after the switch, if it matters)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    copy = clone(tree)
+    inherit(copy, ("executor",))
+    adapter, out = TypeAdapter(Executor), {}
+    for stage in copy.get("stages") if isinstance(copy.get("stages"), list) else ():
+        if isinstance(stage, PosDict) and isinstance(stage.get("name"), str):
+            try:
+                out[stage["name"]] = adapter.validate_python(to_plain(stage.get("executor") or {}))
+            except (ValidationError, TypeError):
+                continue
+    return out
 
 
 def _inherit(s: State) -> None:
@@ -105,7 +124,8 @@ def _check(s: State) -> None:
 def _lower(s: State) -> None:
     stages = lower(s.spec, s.tree, s.top)
     s.plan = Plan(name=s.spec.name, source=s.path, profile=s.profile, overrides=s.sets, version=__version__,
-                  spec=s.spec, stages=stages, warnings=tuple(s.warnings))
+                  spec=s.spec, stages=stages, warnings=tuple(s.warnings),
+                  declared={name: block for name, block in s.declared.items() if block.kind != s.executor})
 
 
 def _select(s: State) -> None:

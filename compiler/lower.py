@@ -59,7 +59,7 @@ def lower(spec: Spec, tree: PosDict, fallback: Location) -> tuple[StagePlan, ...
             upstream={f: r for f, r in refs.items() if "/" not in r},
             steps=stage.steps, seed=seed, hash=digest,
             run_dir=str(Path(spec.output_dir) / spec.name / f"{stage.name}-{digest[:12]}"),
-            loc=where(), ops=ops))
+            loc=where(), ops=ops, executor_loc=where("executor", "kind")))
     return tuple(plans)
 
 

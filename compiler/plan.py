@@ -49,6 +49,7 @@ class StagePlan:
     run_dir: str
     loc: str
     ops: tuple[OpNode, ...]
+    executor_loc: str = ""  # where the stage's executor kind is written (its own block's, or the root's)
     cache: str = "miss"  # hit: finished artifact; resume: checkpoints exist; miss
     estimate: Estimate | None = None
     data_report: tuple[dict, ...] = ()  # per curriculum phase: buckets, images, repeats, drops (filled by `plan`)
@@ -65,6 +66,9 @@ class Plan:
     stages: tuple[StagePlan, ...]
     warnings: tuple[Issue, ...] = field(default=())
     resolved: bool = False  # every op was looked up in the runtime's registry (the `resolve` pass ran)
+    # Each stage's executor block as the spec declares it, where `--executor` switched its kind (a local
+    # run of a stage the spec sized for a cluster says so); a stage not named here runs as it declares.
+    declared: dict[str, Any] = field(default_factory=dict)
 
     def stage(self, name: str) -> StagePlan:
         for stage in self.stages:
@@ -79,6 +83,10 @@ class Plan:
                 return stage
         raise KeyError(name)
 
+    def declared_executor(self, name: str):
+        """The stage's executor as its spec declares it, before `--executor` switched its kind."""
+        return self.declared.get(name) or self.spec_stage(name).executor
+
     def replace_stage(self, new: StagePlan) -> "Plan":
         stages = tuple(new if s.name == new.name else s for s in self.stages)
         return dataclasses.replace(self, stages=stages)
@@ -90,6 +98,7 @@ class Plan:
             "stages": [_stage_json(s) for s in self.stages],
             "warnings": [str(w) for w in self.warnings],
             "resolved": self.resolved,
+            "declared": {name: block.model_dump(mode="json") for name, block in self.declared.items()},
             "spec": self.spec.model_dump(mode="json", by_alias=True),
         }
         json.dumps(out)  # internal invariant: the plan is JSON-serialisable

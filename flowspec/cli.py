@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, metavar="N",
                    help="local: run each stage as N processes (torch.distributed; default executor.devices)")
     p.add_argument("--wait", action="store_true", help="slurm: follow the submitted jobs until they end")
+    p.add_argument("--yes", "-y", action="store_true",
+                   help="local: start stages estimated to run here for over an hour without asking")
     p = sub.add_parser("status", help="each stage of a run: its SLURM job, state, step and last loss")
     p.add_argument("run", help="a run folder (runs/NAME) or the spec that made it")
     p.add_argument("--wait", action="store_true", help="follow the run's SLURM jobs until they end (exit 1 if one failed)")
@@ -66,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except SpecError as exc:
         if getattr(exc, "one_line", None):  # about this machine, not the spec (e.g. SLURM is not installed)
-            print(f"flowspec {args.command}: {exc.one_line}", file=sys.stderr)
+            print(exc.one_line, file=sys.stderr)
             return USER_ERROR
         for issue in exc.issues:
             print(issue, file=sys.stderr)
@@ -165,7 +167,7 @@ def cmd_run(args) -> int:
     if args.nproc is not None and args.nproc < 1:
         print("flowspec run: --nproc must be at least 1", file=sys.stderr)
         return USER_ERROR
-    return run_plan(plan, fresh=args.fresh, executor=args.executor, nproc=args.nproc, wait=args.wait)
+    return run_plan(plan, fresh=args.fresh, executor=args.executor, nproc=args.nproc, wait=args.wait, yes=args.yes)
 
 
 def _run_folder(target: str):

@@ -166,11 +166,18 @@ def estimate_stage(plan: Plan, stage_plan: StagePlan, measured: _Measured | None
 
 def memory_remedies(model_spec, stage) -> str:
     """What would lower the peak, leaving out what the spec already does."""
-    remedies = ["lower train.micro_batch"]
+    train, devices = stage.train, stage.executor.num_devices()
+    remedies = []
+    if (train.micro_batch or train.global_batch // devices) > 1:
+        remedies.append("lower train.micro_batch")
     if not model_spec.gradient_checkpointing:
         remedies.append("enable model.gradient_checkpointing")
+    if train.precision == "fp32" and stage.executor.gpu != "cpu":
+        remedies.append("train in bf16 (train.precision)")
     if stage.lora is None:
         remedies.append("use lora")
+    if not remedies:
+        return "it does not fit even at micro-batch 1 with checkpointing and LoRA: declare a device with more memory"
     return ", ".join(remedies[:-1]) + " or " + remedies[-1] if len(remedies) > 1 else remedies[0]
 
 

@@ -135,6 +135,6 @@ def test_run_with_executor_slurm_takes_set_keys_of_slurm_and_then_needs_slurm(tm
     code = main(["run", "s.yaml", "--executor", "slurm", "--set", "executor.gpus_per_node=4"])
     err = capsys.readouterr().err
     assert code == 2 and "unknown key" not in err
-    assert err.startswith("flowspec run: `sbatch`, `srun`, `squeue`, `sacct` are not on PATH: this machine is not "
-                          "a SLURM login node"), err
-    assert "`flowspec run SPEC --executor local`" in err and not (tmp_path / "runs").exists()
+    assert err.startswith("--executor slurm: SLURM's `sbatch`, `srun`, `squeue`, `sacct`, `scontrol` are not in any "
+                          "folder of $PATH: this machine is not a SLURM login node"), err
+    assert "`flowspec run s.yaml --executor local`" in err and not (tmp_path / "runs").exists()

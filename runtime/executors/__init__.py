@@ -55,7 +55,7 @@ def preflight(plan: Plan, fresh: bool, world: int | None) -> None:
 
 
 def run_plan(plan: Plan, fresh: bool = False, stages: list[str] | None = None, executor: str | None = None,
-             nproc: int | None = None, wait: bool = False) -> int:
+             nproc: int | None = None, wait: bool = False, yes: bool = False) -> int:
     plan = runnable(plan, stages)
     kind = executor_kind(plan, executor)
     if kind == "slurm":
@@ -63,9 +63,11 @@ def run_plan(plan: Plan, fresh: bool = False, stages: list[str] | None = None, e
             raise SpecError([Issue(Location(plan.source), "--nproc", "--nproc is for local runs; on SLURM the "
                                    "processes are executor.nodes x executor.gpus_per_node tasks")])
         from .follow import wait as follow
-        from .slurm import refuse_live_jobs, submit_plan
+        from .slurm import asked_for, refuse_live_jobs, require_slurm, submit_plan
 
-        refuse_live_jobs(plan)
+        require_slurm(plan, executor)
+        with asked_for(plan, executor):
+            refuse_live_jobs(plan)
         preflight(plan, fresh, None)
         submitted = submit_plan(plan, fresh)
         return follow(submitted) if wait and submitted else 0
@@ -73,5 +75,8 @@ def run_plan(plan: Plan, fresh: bool = False, stages: list[str] | None = None, e
 
     world = nproc or max((s.executor.num_devices() for s in plan.spec.stages
                           if s.executor.kind == "local" and s.name in {p.name for p in plan.stages}), default=1)
+    from .sizing import check_size
+
+    check_size(plan, world, yes)  # before anything is built: a stage sized for a cluster says so, and asks
     preflight(plan, fresh, world)
     return run_local(plan, fresh, world)

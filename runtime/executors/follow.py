@@ -14,23 +14,20 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from ...compiler import Issue, Location, SpecError
 from ...compiler.lower import DONE_MARKER
-from .slurm import Submitted, read_record
+from .reach import COMMAND_TIMEOUT_S, SlurmUnavailable, check, not_installed, what_to_check
+from .slurm import RECORD, Submitted, read_record
 
 FINISHED_OK = {"COMPLETED"}
 RUNNING = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "UNKNOWN"}
 LOG_LINES = 20
 LOST_AFTER_S = 300  # neither the queue nor accounting knows the job for this long: it is reported lost
-# Past SLURM's own retries (MessageTimeout, 10 s by default, a few times over) a command that still has
-# not answered never will.
-COMMAND_TIMEOUT_S = 120
 # squeue asked about one job id that the controller no longer holds (finished and purged after
 # MinJobAge) exits 1 with this; asked about several, it leaves such ids out and exits 0. Either way
 # accounting has the rest.
@@ -42,32 +39,14 @@ NO_ACCOUNTING = "accounting storage is disabled"
 ALREADY_ENDED = ("already completing or completed", NOT_IN_QUEUE)
 
 
-class SlurmUnavailable(SpecError):
-    """SLURM could not be asked: a command is not installed, or it failed (e.g. its controller does not
-    answer). A user error about this machine, not the spec: the CLI prints `message` as one line, exit 2.
-    `missing` tells the two apart: a controller may answer again, a missing command will not appear."""
-
-    def __init__(self, message: str, missing: bool):
-        super().__init__([Issue(Location("SLURM"), "", message)])
-        self.message, self.missing = message, missing
-
-    @property
-    def one_line(self) -> str:
-        return self.message
-
-
-def require(*commands: str) -> None:
-    """Refuse at once, saying what to do, where SLURM's client commands are not installed."""
-    missing = [name for name in commands if shutil.which(name) is None]
-    if missing:
-        raise SlurmUnavailable(not_installed(missing), missing=True)
-
-
-def not_installed(names: list[str]) -> str:
-    listed = ", ".join(f"`{name}`" for name in names)
-    return (f"{listed} {'is' if len(names) == 1 else 'are'} not on PATH: this machine is not a SLURM login node "
-            "(or SLURM's client commands are not installed here). Run flowspec on a login node of the cluster, "
-            "or run the stages on this machine with `flowspec run SPEC --executor local`")
+@contextmanager
+def asked_for(where: str, key: str = ""):
+    """SlurmUnavailable raised inside is positioned at `where`: the spec key, flag or run record that asked
+    for SLURM."""
+    try:
+        yield
+    except SlurmUnavailable as exc:
+        raise exc.at(where, key) from None
 
 
 def slurm_command(command: list[str], answers: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
@@ -79,22 +58,14 @@ def slurm_command(command: list[str], answers: tuple[str, ...] = ()) -> subproce
         raise SlurmUnavailable(not_installed([command[0]]), missing=True) from None
     except subprocess.TimeoutExpired:
         raise SlurmUnavailable(f"`{shlex.join(command)}` did not answer within {COMMAND_TIMEOUT_S} s. "
-                               + _what_to_check(command[0]), missing=False) from None
+                               + what_to_check(command[0]), missing=False) from None
     said = [line.strip() for line in out.stderr.splitlines()
             if line.strip() and "warning:" not in line.lower()]
     if out.returncode != 0 and not (said and all(any(a.lower() in line.lower() for a in answers) for line in said)):
         words = "; ".join(said[-3:]) or out.stdout.strip()[-300:] or "no message"
         raise SlurmUnavailable(f"`{shlex.join(command)}` failed (exit {out.returncode}): {words}. "
-                               + _what_to_check(command[0]), missing=False)
+                               + what_to_check(command[0]), missing=False)
     return out
-
-
-def _what_to_check(program: str) -> str:
-    if program == "sacct":
-        return ("SLURM's accounting did not answer, so the jobs' states are unknown: check that slurmdbd is up "
-                "(or ask the cluster's admins) and try again")
-    return ("SLURM did not answer, so the jobs' states are unknown: check that its controller is up "
-            "(`scontrol ping`) and try again")
 
 
 def job_states(jobs: list[Submitted]) -> dict[str, str]:
@@ -219,9 +190,12 @@ def status(root: Path, follow: bool = False, stream=None) -> int:
     jobs = read_record(root)
     if not jobs:
         return local_status(root, stream)
-    if follow:
-        return wait(jobs, stream=stream)
-    states = job_states(jobs)
+    with asked_for(str(root / RECORD)):
+        check(("squeue", "sacct"), "run `flowspec status` on a login node of the cluster that runs these jobs (their "
+              "progress is also in each stage folder's metrics.jsonl)")
+        if follow:
+            return wait(jobs, stream=stream)
+        states = job_states(jobs)
     for job in jobs:
         state = states[job.job_id]
         print(describe(job, state) + f"  {job.run_dir}", file=stream)
@@ -247,11 +221,14 @@ def cancel(root: Path) -> int:
     if not jobs:
         print(f"{root}: no SLURM submission found", file=sys.stderr)
         return 2
-    states = job_states(jobs)
-    live = [job for job in jobs if states[job.job_id] in RUNNING]
-    if live:
-        said = slurm_command(["scancel", *[job.job_id for job in live]], answers=ALREADY_ENDED).stderr
-        live = [job for job in live if not re.search(rf"job id {re.escape(job.job_id)}\b", said)]
+    with asked_for(str(root / RECORD)):
+        check(("squeue", "sacct", "scancel"), "run `flowspec cancel` on a login node of the cluster that runs these "
+              "jobs")
+        states = job_states(jobs)
+        live = [job for job in jobs if states[job.job_id] in RUNNING]
+        if live:
+            said = slurm_command(["scancel", *[job.job_id for job in live]], answers=ALREADY_ENDED).stderr
+            live = [job for job in live if not re.search(rf"job id {re.escape(job.job_id)}\b", said)]
     for job in jobs:
         print(f"[{job.stage}] job {job.job_id} " + ("cancelled" if job in live else "had already ended"))
     return 0

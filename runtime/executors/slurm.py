@@ -148,9 +148,6 @@ def submit_plan(plan: Plan, fresh: bool = False) -> list[Submitted]:
     """Queue the chain: one job per unfinished stage, each after the previous one (afterok)."""
     import submitit
 
-    from .follow import require
-
-    require(*SUBMISSION_COMMANDS)
     root = run_root(plan)
     folder = root / "slurm"
     # sacct's time format; a minute early, for clock skew between this machine and the controller
@@ -181,16 +178,31 @@ def submit_plan(plan: Plan, fresh: bool = False) -> list[Submitted]:
     return submitted
 
 
+def require_slurm(plan: Plan, flag: str | None) -> None:
+    """The first step of a SLURM run, before any model is built: SLURM's commands, configuration and
+    controller, refused in one line at what asked for SLURM (`--executor slurm`, or the spec's executor)."""
+    from .reach import check, local_instead
+
+    with asked_for(plan, flag):
+        check(SUBMISSION_COMMANDS, local_instead(plan.source, list(plan.spec.profiles)))
+
+
+def asked_for(plan: Plan, flag: str | None):
+    """Positions SLURM's failures at what asked for SLURM: `--executor slurm`, or the spec's executor."""
+    from . import follow
+
+    where, key = (f"--executor {flag}", "") if flag else (plan.stages[0].executor_loc, "executor.kind")
+    return follow.asked_for(where, key)
+
+
 def refuse_live_jobs(plan: Plan) -> None:
     """Two jobs training one stage folder would fight over its checkpoints: refuse a second submission
     (the stage lock would refuse it too, but only once the job runs, and with less to say).
 
-    The first step of a SLURM run: a machine without SLURM is refused here, before any model is built.
     A SLURM that cannot be asked raises SlurmUnavailable: a job whose state is unknown is never taken
     for an ended one."""
-    from .follow import RUNNING, job_states, require
+    from .follow import RUNNING, job_states
 
-    require(*SUBMISSION_COMMANDS)
     root = run_root(plan)
     mine = {str(Path(s.run_dir).resolve()) for s in plan.stages}
     earlier = [job for job in read_record(root) if job.run_dir in mine]

@@ -34,10 +34,21 @@ def answers(stdout: str = "", stderr: str = "", code: int = 0) -> str:
     return f"#!/bin/sh\nprintf '%s' '{stdout}'\nprintf '%s' '{stderr}' >&2\nexit {code}\n"
 
 
+UP = answers("Slurmctld(primary) at head is UP\n")
+DOWN = answers("Slurmctld(primary) at head is DOWN\n*****************************************\n"
+               "** RESTORE SLURMCTLD DAEMON TO SERVICE **\n*****************************************\n", code=1)
+CONF = "ClusterName=test\nSlurmctldHost=head(10.1.2.3)  # the controller\nSlurmctldPort=6999\n"
+
+
 def slurm_path(monkeypatch, tmp_path: Path, **commands: str) -> Path:
-    """PATH holds only these commands (none: SLURM is not installed), whatever this machine has."""
+    """PATH holds only these commands (none: SLURM is not installed), whatever this machine has; where
+    SLURM is there at all, a configuration and a controller that answers `scontrol ping` (unless given)."""
     folder = tmp_path / "bin"
     folder.mkdir(parents=True, exist_ok=True)
+    if commands:
+        commands.setdefault("scontrol", UP)
+        (tmp_path / "slurm.conf").write_text(CONF)
+        monkeypatch.setenv("SLURM_CONF", str(tmp_path / "slurm.conf"))
     for name, script in commands.items():
         (folder / name).write_text(script)
         (folder / name).chmod(0o755)
@@ -59,15 +70,38 @@ def recorded_run(tmp_path: Path) -> Path:
 def test_without_slurm_installed_status_and_cancel_say_so_in_one_line(monkeypatch, tmp_path, capsys):
     slurm_path(monkeypatch, tmp_path)
     root = recorded_run(tmp_path)
+    for command, missing in (("status", "`squeue`, `sacct`, `scontrol` are"),
+                             ("cancel", "`squeue`, `sacct`, `scancel`, `scontrol` are")):
+        assert main([command, str(root)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert err.startswith(f"{root / 'slurm.json'}: SLURM's {missing} not in any folder of $PATH: this machine is "
+                              "not a SLURM login node"), err
+        assert f"run `flowspec {command}` on a login node of the cluster" in err
+
+
+def test_a_controller_that_is_down_is_named_with_its_address_before_anything_is_asked(monkeypatch, tmp_path, capsys):
+    never = answers(stderr="squeue and sacct are not asked while the controller is down", code=1)
+    slurm_path(monkeypatch, tmp_path, scontrol=DOWN, squeue=never, sacct=never, scancel=never)
+    root = recorded_run(tmp_path)
     for command in ("status", "cancel"):
         assert main([command, str(root)]) == 2
         err = capsys.readouterr().err
-        assert err == (f"flowspec {command}: `squeue` is not on PATH: this machine is not a SLURM login node (or "
-                       "SLURM's client commands are not installed here). Run flowspec on a login node of the cluster, "
-                       "or run the stages on this machine with `flowspec run SPEC --executor local`\n")
+        assert err.count("\n") == 1 and "not asked" not in err
+        assert err.startswith(f"{root / 'slurm.json'}: the SLURM controller does not answer: `scontrol ping` says "
+                              f"\"Slurmctld(primary) at head is DOWN\"; the configuration puts it at 10.1.2.3:6999 "
+                              f"(SlurmctldHost in {tmp_path / 'slurm.conf'})"), err
 
 
-def test_a_controller_that_does_not_answer_is_an_error_with_squeues_own_words(monkeypatch, tmp_path, capsys):
+def test_a_configuration_that_is_not_there_is_named_by_its_variable(monkeypatch, tmp_path, capsys):
+    slurm_path(monkeypatch, tmp_path, squeue=answers(), sacct=answers())
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "nowhere.conf"))
+    assert main(["status", str(recorded_run(tmp_path))]) == 2
+    assert f"SLURM's configuration is missing: SLURM_CONF={tmp_path / 'nowhere.conf'} names no file" in \
+        capsys.readouterr().err
+
+
+def test_a_controller_that_stops_answering_is_an_error_with_squeues_own_words(monkeypatch, tmp_path, capsys):
     slurm_path(monkeypatch, tmp_path, squeue=answers(stderr=NO_CONTROLLER, code=1), sacct=answers())
     with pytest.raises(SlurmUnavailable) as info:
         job_states([submitted(tmp_path)])
@@ -76,8 +110,9 @@ def test_a_controller_that_does_not_answer_is_an_error_with_squeues_own_words(mo
     assert main(["status", str(root)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith("flowspec status: `squeue -h -o '%i|%T' -j 41` failed (exit 1): " + NO_CONTROLLER)
-    assert "SLURM did not answer, so the jobs' states are unknown" in err and "scontrol ping" in err
+    assert err.startswith(f"{root / 'slurm.json'}: `squeue -h -o '%i|%T' -j 41` failed (exit 1): " + NO_CONTROLLER)
+    assert ("SLURM did not answer, so the jobs' states are unknown: check that its controller at 10.1.2.3:6999 "
+            "(SlurmctldHost in") in err and "scontrol ping" in err
 
 
 def test_a_second_submission_is_refused_while_slurm_cannot_say_whether_the_first_runs(monkeypatch, tmp_path,
@@ -96,7 +131,8 @@ def test_a_second_submission_is_refused_while_slurm_cannot_say_whether_the_first
                sbatch=refuse, srun=refuse)
     assert main(["run", "spec.yaml"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("flowspec run: `squeue -h -o '%i|%T' -j 41` failed (exit 1): " + NO_CONTROLLER), err
+    assert err.startswith("spec.yaml:8:12: executor.kind: `squeue -h -o '%i|%T' -j 41` failed (exit 1): "
+                          + NO_CONTROLLER), err
     assert not (tmp_path / "runs" / "toy" / "slurm").exists()
 
 
@@ -125,7 +161,7 @@ def test_wait_asks_again_while_the_controller_is_silent_then_gives_up(monkeypatc
         wait([submitted(tmp_path)], poll_s=0, patience_s=0)
     assert "asking again every 0 s for up to 0 s" in capsys.readouterr().err
     slurm_path(monkeypatch, tmp_path / "none")
-    with pytest.raises(SlurmUnavailable, match="`squeue` is not on PATH"):
+    with pytest.raises(SlurmUnavailable, match="SLURM's `squeue` is not in any folder of \\$PATH"):
         wait([submitted(tmp_path)], poll_s=0, patience_s=3600)  # a missing command will not appear: no waiting
 
 
@@ -150,8 +186,7 @@ def test_cancel_takes_a_job_that_ended_meanwhile_as_ended_and_reports_a_silent_c
     assert "[pretrain] job 41 had already ended" in capsys.readouterr().out
     slurm_path(monkeypatch, tmp_path, scancel=answers(stderr="scancel: error: " + NO_CONTROLLER, code=1))
     assert main(["cancel", str(root)]) == 2
-    assert capsys.readouterr().err.startswith("flowspec cancel: `scancel 41` failed (exit 1): scancel: error: "
-                                              + NO_CONTROLLER)
+    assert capsys.readouterr().err.startswith(f"{root / 'slurm.json'}: `scancel 41` failed (exit 1): scancel: error: " + NO_CONTROLLER)
 
 
 def test_status_of_a_run_that_was_never_submitted_needs_no_slurm(monkeypatch, tmp_path, capsys):
