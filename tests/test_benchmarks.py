@@ -14,6 +14,7 @@ SMALL = [
      "checker accuracy at the end"),
     (["benchmarks/gradient_checkpointing.py", "--batch", "2", "--resolution", "32", "--steps", "1"],
      "gradient checkpointing: activations -"),
+    (["benchmarks/local_estimate.py", "--spec", "specs/toy2d.yaml", "--steps", "200"], "ratio announced / measured"),
 ]
 
 
