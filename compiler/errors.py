@@ -19,6 +19,15 @@ class Location:
             return self.file
         return f"{self.file}:{self.line}:{self.col}"
 
+    @classmethod
+    def parse(cls, text: str) -> "Location":
+        """The Location whose str() is `text` (plans keep positions as text): `file:line:col`, or a flag."""
+        head, sep, col = text.rpartition(":")
+        file, sep2, line = head.rpartition(":")
+        if sep and sep2 and line.isdigit() and col.isdigit():
+            return cls(file, int(line), int(col))
+        return cls(text)
+
 
 @dataclass(frozen=True)
 class Issue:

@@ -42,5 +42,5 @@ def resolve(plan: Plan, resolver: Resolver) -> Plan:
 
 def refusals(plan: Plan) -> list[Issue]:
     """One positioned error per op that cannot run."""
-    return [Issue(Location(op.loc), f"stages.{stage.name}", f"{op.op}: {op.missing}")
+    return [Issue(Location.parse(op.loc), f"stages.{stage.name}", f"{op.op}: {op.missing}")
             for stage in plan.stages for op in stage.ops if op.missing]

@@ -159,10 +159,19 @@ def cmd_run(args) -> int:
 
     from .runtime.ops import resolve
 
-    # An op without a runtime is refused here, at its line, before any model is built.
-    plan = compile_spec(args.spec, args.profile, args.sets, stages=args.stage, resolver=resolve, runnable=True,
-                        executor=args.executor)
-    from .runtime.executors import run_plan
+    from .compiler import SpecError
+    from .runtime.executors import machine_issues, run_plan
+
+    # An op without a runtime is refused here, at its line, before any model is built; so is SLURM that
+    # cannot be reached, in the same report, so that one try shows everything in the way.
+    try:
+        plan = compile_spec(args.spec, args.profile, args.sets, stages=args.stage, resolver=resolve, runnable=True,
+                            executor=args.executor)
+    except SpecError as exc:
+        from .compiler.validate import position
+
+        found = [*exc.issues, *machine_issues(args.spec, args.profile, args.sets, args.stage, args.executor)]
+        raise SpecError(sorted(found, key=position)) from None
 
     if args.nproc is not None and args.nproc < 1:
         print("flowspec run: --nproc must be at least 1", file=sys.stderr)

@@ -142,3 +142,10 @@ def test_switch_kind_keeps_positions_and_names_the_command_line():
     assert t["stages"][0]["executor"] == {"kind": "slurm"} and t["stages"][1]["executor"] == {"gpu": "a100"}
     with pytest.raises(SpecError, match="unknown executor kind 'slurn' \\(did you mean 'slurm'\\?\\)"):
         switch_kind(t, "executor", "slurn", Executor, Location("--executor slurn"))
+
+
+def test_a_location_read_back_from_its_text_is_the_same_location():
+    from flowspec.compiler import Location
+
+    for loc in (Location("specs/a:b.yaml", 12, 3), Location("--executor slurm"), Location("runs/x/slurm.json")):
+        assert Location.parse(str(loc)) == loc

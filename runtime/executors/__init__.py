@@ -35,6 +35,25 @@ def executor_kind(plan: Plan, requested: str | None) -> str:
     return kinds.pop() if kinds else requested or "local"
 
 
+def machine_issues(spec: str, profile: str | None, sets, stages, executor: str | None) -> list[Issue]:
+    """Where a spec's run is refused for what this version cannot run yet: whether it would also be refused
+    for this machine (SLURM asked for and unreachable), so one report names both. [] if the spec itself
+    does not compile."""
+    from ...compiler import compile_spec
+    from .reach import SlurmUnavailable
+    from .slurm import require_slurm
+
+    try:
+        plan = compile_spec(spec, profile, sets, stages=stages, executor=executor)
+        if executor_kind(plan, executor) == "slurm":
+            require_slurm(plan, executor)
+    except SlurmUnavailable as exc:
+        return list(exc.issues)
+    except SpecError:
+        pass
+    return []
+
+
 def preflight(plan: Plan, fresh: bool, world: int | None) -> None:
     """What would fail in every process (or job) is refused here, once, before anything starts."""
     import torch

@@ -31,7 +31,7 @@ class SlurmUnavailable(SpecError):
     `missing` tells the two apart: a controller may answer again, a missing command will not appear."""
 
     def __init__(self, message: str, missing: bool, where: str = "SLURM", key: str = ""):
-        super().__init__([Issue(Location(where), key, message)])
+        super().__init__([Issue(Location.parse(where), key, message)])
         self.message, self.missing = message, missing
 
     @property

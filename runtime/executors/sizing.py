@@ -125,5 +125,5 @@ def check_size(plan: Plan, devices: int, yes: bool, interactive: bool | None = N
            f"refused without --yes (not on a terminal, so nobody was asked): {names} would run here for over "
            f"{duration(CONFIRM_ABOVE_S)}")
     smoke = ", try the spec's version sized for one machine (--profile smoke)" if "smoke" in plan.spec.profiles else ""
-    raise SpecError([Issue(Location(first.executor_loc), "executor", f"{why}; run it on a cluster "
+    raise SpecError([Issue(Location.parse(first.executor_loc), "executor", f"{why}; run it on a cluster "
                            f"(--executor slurm){smoke} or pass --yes to start it here anyway")])

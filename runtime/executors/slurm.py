@@ -227,7 +227,7 @@ def refusal(stage_plan: StagePlan, block: Slurm, message: str, cancelled: list[s
                                                 ("constraint", block.constraint), ("qos", block.qos),
                                                 ("account", block.account)] if v is not None)
     undone = f"; the jobs already queued for {', '.join(cancelled)} were cancelled" if cancelled else ""
-    return Issue(Location(stage_plan.loc), f"stages.{stage_plan.name}.executor",
+    return Issue(Location.parse(stage_plan.loc), f"stages.{stage_plan.name}.executor",
                  f"SLURM refused the job for stage '{stage_plan.name}': {reason} (asked for {asked}){undone}")
 
 

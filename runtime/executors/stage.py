@@ -98,7 +98,7 @@ class StageRun:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise SpecError([Issue(Location(self.stage_plan.loc), f"stages.{self.stage.name}",
+            raise SpecError([Issue(Location.parse(self.stage_plan.loc), f"stages.{self.stage.name}",
                                    f"this stage is being run by {holder} ({self.run_dir}); wait for it to end, "
                                    "or stop it, before running the stage again")]) from None
 

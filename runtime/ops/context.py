@@ -69,10 +69,10 @@ def split_batch(stage, world: int, loc: str) -> tuple[int, int]:
     try:
         return stage.train.split(world)
     except BatchSplitError as exc:
-        raise SpecError([Issue(Location(loc), f"stages.{stage.name}.train.{exc.key}", str(exc))]) from None
+        raise SpecError([Issue(Location.parse(loc), f"stages.{stage.name}.train.{exc.key}", str(exc))]) from None
 
 
 def data_error(stage_plan, message: str) -> SpecError:
     """A problem with the user's data as a positioned error at the stage's `data` op (its data line)."""
     where = next((op.loc for op in stage_plan.ops if op.op == "data"), stage_plan.loc)
-    return SpecError([Issue(Location(where), f"stages.{stage_plan.name}.data", message)])
+    return SpecError([Issue(Location.parse(where), f"stages.{stage_plan.name}.data", message)])

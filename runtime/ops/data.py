@@ -48,7 +48,7 @@ def checked_classes(stage, stage_plan, count: int):
         classes.labels(stage.train.samples.prompts)
     except ValueError as exc:
         where = next(op.loc for op in stage_plan.ops if op.op == "sample")
-        raise SpecError([Issue(Location(where), f"stages.{stage.name}.train.samples.prompts", str(exc))]) from None
+        raise SpecError([Issue(Location.parse(where), f"stages.{stage.name}.train.samples.prompts", str(exc))]) from None
     return classes
 
 
