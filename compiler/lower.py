@@ -80,6 +80,9 @@ def _ops(spec: Spec, stage) -> Iterator[OpSpec]:
     refs = stage.refs()
     start = refs.get("from")
     weights = f"stage:{start}" if start and "/" not in start else (start or spec.model.init.path or "init")
+    upstream = next((s for s in spec.stages if s.name == start), None)
+    if upstream is not None and upstream.lora is not None:
+        weights += " with its LoRA merged"  # the upstream's base, plus its adapter (runtime/models/bundle.py)
     yield OpSpec("load_model", {"family": spec.model.kind, "preset": spec.model.preset, "weights": weights},
                  ("from",) if start else ())
     if stage.lora is not None:

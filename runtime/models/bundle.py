@@ -124,7 +124,16 @@ def export_bundle(bundle: ModelBundle, folder: Path) -> None:
 
 
 def load_exported(bundle: ModelBundle, folder: Path) -> None:
-    """Weights of an exported stage folder into a bundle built from the same model spec."""
+    """Weights of an exported stage folder into a bundle built from the same model spec. A LoRA stage
+    exports its adapter (and the merged model only with `merge_on_export`): its base is loaded first, from
+    the folder its base.json names, and the adapter merged in, refused if the base's hash differs."""
+    from .lora import apply_lora, read_base
+
+    base = read_base(folder)
+    if base is not None and not (folder / "denoiser").is_dir():
+        load_exported(bundle, Path(base["base"]))
+        apply_lora(bundle, folder, base["base_hash"])
+        return
     load_backbone(bundle.denoiser.net, bundle.denoiser.spec, folder / "denoiser")
     if (folder / "adapter.safetensors").exists():
         state = load_file(str(folder / "adapter.safetensors"))

@@ -22,15 +22,18 @@ prefixed by the component (`transformer.` or `unet.`) and the LoRA config in the
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from .bundle import ModelBundle
 
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+BASE_FILE = "base.json"  # beside lora/ in an exported LoRA stage: the base the adapter was trained on
 ADAPTER = "default"
 # The pipeline component each family's backbone is, i.e. the key prefix in the exported file.
 COMPONENT = {"dit": "transformer", "mmdit": "transformer", "flux": "transformer", "pixart": "transformer",
@@ -124,3 +127,52 @@ def export_lora(bundle: ModelBundle, block, folder: Path) -> Path:
             lora_adapter_metadata={f"{component}.{k}": v for k, v in metadata.items()})
     config.save_pretrained(str(target))
     return target / WEIGHT_NAME
+
+
+def fingerprint(bundle: ModelBundle) -> str:
+    """A hash of every weight the bundle would train without LoRA (the denoiser, a builtin text encoder):
+    what identifies the frozen base an adapter is trained on and may be applied to."""
+    digest = hashlib.sha256()
+    for name, module in sorted(bundle.trainable_modules().items()):
+        for key, tensor in sorted(module.state_dict().items()):
+            digest.update(f"{name}.{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def write_base(folder: Path, base: str, base_hash: str) -> None:
+    """Record, beside the exported adapter, the exported model folder it was trained on and that base's hash."""
+    (Path(folder) / BASE_FILE).write_text(json.dumps({"base": base, "base_hash": base_hash}, indent=2))
+
+
+def read_base(folder: Path) -> dict | None:
+    path = Path(folder) / BASE_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def apply_lora(bundle: ModelBundle, folder: Path, base_hash: str | None = None, scale: float = 1.0) -> None:
+    """Merge the adapter exported in `folder/lora` into the bundle's weights (scaled by `scale`). With
+    `base_hash`, the bundle must hold that base: an adapter on another base is refused with both hashes."""
+    if base_hash is not None:
+        found = fingerprint(bundle)
+        if found != base_hash:
+            raise ValueError(f"{folder}: this LoRA adapter was trained on base {base_hash}, but the weights it would "
+                             f"be applied to hash to {found}")
+    trains = {name: p.requires_grad for name, p in bundle.denoiser.named_parameters()}
+    config = LoraConfig.from_pretrained(str(Path(folder) / "lora"))
+    if scale != 1.0:
+        config.lora_alpha = config.lora_alpha * scale
+    inject_adapter_in_model(config, bundle.denoiser.net, adapter_name=ADAPTER)
+    from safetensors.torch import load_file
+
+    prefix = COMPONENT[bundle.denoiser.spec.kind] + "."
+    state = {k[len(prefix):]: v for k, v in load_file(str(Path(folder) / "lora" / WEIGHT_NAME)).items()
+             if k.startswith(prefix)}
+    result = set_peft_model_state_dict(bundle.denoiser.net, state, adapter_name=ADAPTER)
+    missing = [k for k in result.missing_keys if is_adapter_parameter(k)]
+    if result.unexpected_keys or missing or not state:
+        raise ValueError(f"{folder}: the adapter does not fit this {bundle.denoiser.spec.kind} model "
+                         f"({len(missing)} adapter weights missing, {len(result.unexpected_keys)} unexpected)")
+    merge_lora(bundle)
+    for name, param in bundle.denoiser.named_parameters():  # peft froze the base while it held the adapter
+        param.requires_grad_(trains[name])

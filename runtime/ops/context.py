@@ -28,6 +28,8 @@ class StageContext:
     run_dir: Path = Path(".")
     # filled by the ops
     bundle: Any = None  # load_model: runtime/models/bundle.py ModelBundle
+    base: str | None = None  # load_model: the exported model folder the stage starts from (None: init or a backbone)
+    base_hash: str | None = None  # attach_lora: the frozen base's fingerprint (runtime/models/lora.py)
     stream: Any = None  # data: the batch stream (runtime/data/stream.py)
     feed: Any = None  # data: what the objective reads batches from (the stream, or its prefetching loader)
     accumulation: int = 1

@@ -15,15 +15,17 @@ def load_model(ctx: StageContext, params: dict) -> None:
     start = ctx.stage.from_
     if start is not None and "/" in start:
         path = Path(start)
-        if (path / "denoiser").is_dir():
+        if (path / "denoiser").is_dir() or (path / "lora").is_dir():
             load_exported(ctx.bundle, path)
+            ctx.base = str(path.resolve())
         else:
             load_backbone(ctx.bundle.denoiser.net, ctx.spec.model, path)
     elif start is not None:
         upstream = Path(ctx.plan.stage(start).run_dir)
         if not (upstream / DONE_MARKER).exists():
             raise RuntimeError(f"stage '{ctx.stage.name}' starts from '{start}', which has not finished ({upstream})")
-        load_exported(ctx.bundle, upstream / "model")
+        load_exported(ctx.bundle, upstream / "model")  # a LoRA stage's: its base with the adapter merged in
+        ctx.base = str((upstream / "model").resolve())
     if ctx.spec.model.gradient_checkpointing:
         # Recompute each block's activations in the backward pass instead of keeping them (diffusers' own).
         ctx.bundle.denoiser.net.enable_gradient_checkpointing()

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from ..train.checkpoint import capture_rng, restore_rng
-from ..train.loop import LoopConfig, LoopHooks, Trainer
+from ...compiler import Issue, Location, SpecError
+from ..train.loop import BaseChanged, LoopConfig, LoopHooks, Trainer
 from . import op, spec_dir
 from .context import StageContext
 from .data import log_final_report
@@ -25,7 +26,11 @@ def train(ctx: StageContext, params: dict) -> None:
                           ctx.dist, ctx.stop_requested)
     if ctx.stage.train.compile:
         ctx.bundle.denoiser.net.compile()
-    ctx.trainer.run()
+    try:
+        ctx.trainer.run()
+    except BaseChanged as exc:  # the start's weights changed under an unfinished LoRA stage: say where it starts
+        raise SpecError([Issue(Location.parse(ctx.stage_plan.loc), f"stages.{ctx.stage.name}.from",
+                               f"{exc}; start it afresh with --fresh")]) from None
     if ctx.dist.main:
         log_final_report(ctx)
 
@@ -36,7 +41,7 @@ def loop_config(ctx: StageContext) -> LoopConfig:
                       label=ctx.label, device=ctx.device, precision=train.precision, log_every=train.log_every,
                       checkpoint_every=train.checkpoint.every, checkpoint_minutes=train.checkpoint.every_minutes,
                       checkpoint_keep=train.checkpoint.keep, samples_every=train.samples.every,
-                      max_grad_norm=train.max_grad_norm)
+                      max_grad_norm=train.max_grad_norm, frozen_base=ctx.base_hash)
 
 
 def start_wandb(ctx: StageContext, hooks: LoopHooks):

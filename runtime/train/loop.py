@@ -26,6 +26,10 @@ class TrainingDiverged(RuntimeError):
     """The loss or gradient became NaN/inf; the last good checkpoint is left as it was."""
 
 
+class BaseChanged(RuntimeError):
+    """A LoRA stage's checkpoint was trained on another frozen base than the one this run loaded."""
+
+
 class Preempted(Exception):
     """The job was asked to stop (SLURM preemption or time limit): a checkpoint of this step was written."""
 
@@ -54,6 +58,7 @@ class LoopConfig:
     checkpoint_minutes: float | None = None
     checkpoint_keep: int = 2
     samples_every: int = 500
+    frozen_base: str | None = None  # under LoRA, the base's hash: checkpoints hold only what trains
     max_grad_norm: float | None = 1.0
 
 
@@ -88,7 +93,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- state
     def state(self) -> dict:
-        return {"step": self.step, "modules": {n: m.state_dict() for n, m in self.modules.items()},
+        return {"step": self.step, "modules": {n: trained_state(m) for n, m in self.modules.items()},
+                "frozen_base": self.config.frozen_base,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema else None, "rng": capture_rng()}
 
@@ -97,8 +103,11 @@ class Trainer:
         if path is None:
             return False
         state = load_checkpoint(path, self.config.device)
+        if state.get("frozen_base") != self.config.frozen_base:
+            raise BaseChanged(f"{path} was trained on frozen base {state.get('frozen_base')}, but this run loaded base "
+                             f"{self.config.frozen_base}: the stage's starting weights changed under it")
         for name, module in self.modules.items():
-            module.load_state_dict(state["modules"][name])
+            load_trained_state(module, state["modules"][name], path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
@@ -181,3 +190,21 @@ class Trainer:
                     self.hooks.on_samples(self.step)
         finally:
             progress.close()
+
+
+def trained_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint keeps of a module: everything, or only its trained parameters when some are frozen
+    (LoRA: the adapters, not the base, which the stage reloads and checks by its hash)."""
+    state = module.state_dict()
+    if all(p.requires_grad for p in module.parameters()):
+        return state
+    trained = {name for name, p in module.named_parameters() if p.requires_grad}
+    return {k: v for k, v in state.items() if k in trained}
+
+
+def load_trained_state(module: nn.Module, state: dict, path: Path) -> None:
+    frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+    missing, unexpected = module.load_state_dict(state, strict=not frozen)
+    if unexpected or set(missing) - frozen - {k for k, _ in module.named_buffers()}:
+        raise ValueError(f"{path}: the checkpoint does not hold this stage's trained weights "
+                         f"({len(unexpected)} unexpected, {len(set(missing) - frozen)} missing)")
