@@ -49,6 +49,11 @@ def sample_command(args) -> int:
         print(f"flowspec sample: {exc}", file=sys.stderr)
         return 2
     model, stage, bundle = load_stage(stage_dir, SINGLE.device())
+    try:
+        apply_adapters(bundle, [adapter_arg(value) for value in args.lora])
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"flowspec sample: {exc}", file=sys.stderr)
+        return 2
     samples = stage.train.samples
     toy = model.kind == "mlp"
     prompts = tuple(args.prompt) or (("",) if toy else tuple(samples.prompts))
@@ -73,3 +78,33 @@ def sample_command(args) -> int:
         image_grid(list(out), rows=len(prompts), cols=args.n, path=target, row_labels=list(prompts))
     print(f"wrote {target} ({len(out)} samples from {stage_dir}, {replace(request, prompts=prompts[:3])})")
     return 0
+
+
+def adapter_arg(value: str) -> tuple[Path, float]:
+    """`--lora PATH[:SCALE]`: a LoRA stage folder, its model/ folder or its model/lora/ folder, and a scale
+    (default 1)."""
+    path, sep, scale = value.rpartition(":")
+    try:
+        factor = float(scale) if sep else 1.0
+    except ValueError:
+        path, factor = value, 1.0
+    folder = Path(path if sep and path else value)
+    for candidate in (folder / "model", folder, folder.parent):
+        if (candidate / "lora").is_dir():
+            return candidate, factor
+    raise FileNotFoundError(f"--lora {value}: no LoRA adapter there (a LoRA stage's folder, its model/ or model/lora/)")
+
+
+def apply_adapters(bundle, adapters: list[tuple[Path, float]]) -> None:
+    """Merge each adapter, scaled, into the loaded weights; scale 0 leaves them untouched (bitwise). An
+    adapter trained on another base is applied all the same (that is often the point), with a warning."""
+    from .models.lora import apply_lora, fingerprint, read_base
+
+    here = fingerprint(bundle) if adapters else None
+    for folder, scale in adapters:
+        base = read_base(folder)
+        if base is not None and base["base_hash"] != here:
+            print(f"flowspec sample: warning: {folder} was trained on base {base['base_hash']}; the weights it is "
+                  f"applied to hash to {here}", file=sys.stderr)
+        if scale != 0:
+            apply_lora(bundle, folder, scale=scale)

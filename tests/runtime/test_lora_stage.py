@@ -132,3 +132,27 @@ def test_merge_on_export_also_writes_the_merged_model(finished):
     apply_lora(by_hand, merged / "model")
     for key, value in loaded.denoiser.state_dict().items():
         assert torch.allclose(value, by_hand.denoiser.state_dict()[key], atol=1e-6), key
+
+
+def test_sample_with_an_adapter_scale_0_is_the_base_and_scale_1_the_lora_stage(finished, tmp_path, capsys):
+    import numpy as np
+
+    from flowspec.cli import main
+
+    pretrain, adapt = stage_dir(finished, "toy", "pretrain"), stage_dir(finished, "toy", "adapt")
+
+    def sample(path, *lora):
+        out = tmp_path / f"s{len(list(tmp_path.iterdir()))}.npy"
+        assert main(["sample", str(path), "--n", "64", "--out", str(out), *[a for x in lora for a in ("--lora", x)]]) == 0
+        return np.load(out)
+
+    base, own = sample(pretrain), sample(adapt)
+    assert np.array_equal(sample(pretrain, f"{adapt}:0"), base)
+    assert np.array_equal(sample(pretrain, f"{adapt}"), own) and np.array_equal(sample(pretrain, f"{adapt}:1"), own)
+    half = sample(pretrain, f"{adapt / 'model'}:0.5")
+    assert not np.array_equal(half, base) and not np.array_equal(half, own)
+    assert "warning" not in capsys.readouterr().err
+    sample(adapt, str(adapt))  # on top of itself: another base than the one it was trained on
+    assert f"{adapt / 'model'} was trained on base " in capsys.readouterr().err
+    assert main(["sample", str(pretrain), "--lora", str(tmp_path), "--out", str(tmp_path / "x.npy")]) == 2
+    assert "no LoRA adapter there" in capsys.readouterr().err
