@@ -6,6 +6,7 @@ from pydantic import Field
 from .base import Block
 
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+LoraFormat = Literal["diffusers", "comfyui"]
 
 
 class LoRA(Block):
@@ -17,6 +18,13 @@ class LoRA(Block):
         description="Module names (suffix match, as peft) or 'all-linear'; checked against the model family.")
     init: Literal["default", "gaussian"] = Field("default", description="peft init: B = 0 with Kaiming A, or Gaussian A.")
     merge_on_export: bool = Field(False, description="Also export the full model with the adapter merged in.")
+    format: LoraFormat | list[LoraFormat] = Field(
+        "diffusers", description="Exported file layout(s): diffusers (peft key names, loads with diffusers' "
+        "LoRA loaders) and/or comfyui (kohya-style lora_unet_/lora_transformer_ keys with lora_down/lora_up/alpha, "
+        "as ComfyUI and most UIs load).")
+
+    def formats(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([self.format] if isinstance(self.format, str) else self.format))
 
     def resolved_alpha(self) -> float:
         return float(self.alpha if self.alpha is not None else self.rank)

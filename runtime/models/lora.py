@@ -33,6 +33,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from .bundle import ModelBundle
 
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+COMFY_NAME = "lora_comfyui.safetensors"  # kohya-style names: what ComfyUI and most UIs load
 BASE_FILE = "base.json"  # beside lora/ in an exported LoRA stage: the base the adapter was trained on
 ADAPTER = "default"
 # The pipeline component each family's backbone is, i.e. the key prefix in the exported file.
@@ -125,6 +126,11 @@ def export_lora(bundle: ModelBundle, block, folder: Path) -> Path:
             state_dict={f"{component}.{k}": v for k, v in layers.items()}, save_directory=str(target),
             is_main_process=True, weight_name=WEIGHT_NAME, save_function=None, safe_serialization=True,
             lora_adapter_metadata={f"{component}.{k}": v for k, v in metadata.items()})
+    if "comfyui" in block.formats():
+        from safetensors.torch import save_file
+
+        save_file(to_comfyui(layers, kind, config.lora_alpha), str(target / COMFY_NAME),
+                  metadata={"ss_network_dim": str(config.r), "ss_network_alpha": str(config.lora_alpha)})
     config.save_pretrained(str(target))
     return target / WEIGHT_NAME
 
@@ -176,3 +182,39 @@ def apply_lora(bundle: ModelBundle, folder: Path, base_hash: str | None = None, 
     merge_lora(bundle)
     for name, param in bundle.denoiser.named_parameters():  # peft froze the base while it held the adapter
         param.requires_grad_(trains[name])
+
+
+def comfyui_prefix(kind: str) -> str:
+    """kohya's prefix: `lora_unet_` for the UNet, `lora_transformer_` for transformers (ComfyUI maps both onto
+    the diffusers module paths), `lora_denoiser_` for the toy MLP."""
+    return {"unet": "lora_unet_", "mlp": "lora_denoiser_"}.get(kind, "lora_transformer_")
+
+
+def to_comfyui(state: dict[str, torch.Tensor], kind: str, alpha: float) -> dict[str, torch.Tensor]:
+    """peft names (`a.b.to_q.lora_A.weight`) -> kohya names (`lora_unet_a_b_to_q.lora_down.weight`, `.lora_up`,
+    and a scalar `.alpha` per module, so the UI scales by alpha / rank as training did)."""
+    out, prefix = {}, comfyui_prefix(kind)
+    for key, tensor in state.items():
+        module, _, part = key.rpartition(".lora_")
+        name = prefix + module.replace(".", "_")
+        out[f"{name}.{'lora_down' if part.startswith('A') else 'lora_up'}.weight"] = tensor
+        out[f"{name}.alpha"] = torch.tensor(float(alpha))
+    return out
+
+
+def from_comfyui(state: dict[str, torch.Tensor], net: torch.nn.Module, kind: str) -> tuple[dict, float]:
+    """kohya names back to peft names, by the module paths of `net` (underscores are ambiguous alone)."""
+    prefix = comfyui_prefix(kind)
+    paths = {prefix + name.replace(".", "_"): name for name, _ in net.named_modules() if name}
+    out, alphas = {}, set()
+    for key, tensor in state.items():
+        name, _, part = key.partition(".")
+        if name not in paths:
+            raise ValueError(f"{key}: no module of this {kind} model is named so")
+        if part == "alpha":
+            alphas.add(float(tensor))
+            continue
+        out[f"{paths[name]}.lora_{'A' if part.startswith('lora_down') else 'B'}.weight"] = tensor
+    if len(alphas) != 1:
+        raise ValueError(f"expected one alpha for every module, found {sorted(alphas)}")
+    return out, alphas.pop()

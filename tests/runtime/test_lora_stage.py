@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from flowspec.compiler import compile_spec
 from flowspec.runtime.models.bundle import build_bundle, load_exported
-from flowspec.runtime.models.lora import BASE_FILE, WEIGHT_NAME, apply_lora, fingerprint
+from flowspec.runtime.models.lora import BASE_FILE, COMFY_NAME, WEIGHT_NAME, apply_lora, fingerprint
 from flowspec.runtime.train.checkpoint import list_checkpoints, load_checkpoint
 
 from .helpers import TOY, flowspec, kill_after_checkpoint, stage_dir, start, weights, write_spec
@@ -17,7 +17,7 @@ from .helpers import TOY, flowspec, kill_after_checkpoint, stage_dir, start, wei
 PRETRAIN_ONLY = TOY.replace("  - {name: finetune, kind: finetune, from: pretrain, steps: 20, optimizer: {lr: 1.0e-3}}\n",
                             "")
 LORA = PRETRAIN_ONLY + ("  - {name: adapt, kind: finetune, from: pretrain, steps: 40, optimizer: {lr: 1.0e-2},\n"
-                        "     lora: {rank: 2, targets: all-linear}}\n"
+                        "     lora: {rank: 2, targets: all-linear, format: [diffusers, comfyui]}}\n"
                         "  - {name: after, kind: finetune, from: adapt, steps: 10}\n"
                         "  - {name: merged, kind: finetune, from: pretrain, steps: 10, optimizer: {lr: 1.0e-2},\n"
                         "     lora: {rank: 2, targets: all-linear, merge_on_export: true}}\n")
@@ -50,6 +50,8 @@ def test_only_the_adapters_train_and_are_checkpointed_with_the_bases_hash(finish
     load_exported(bundle, pretrain / "model")
     assert fingerprint(bundle) == base["base_hash"]
     assert not (adapt / "model" / "denoiser").exists()  # no merged copy of the base without merge_on_export
+    assert (adapt / "model" / "lora" / COMFY_NAME).exists()  # format: [diffusers, comfyui]
+    assert not (stage_dir(finished, "toy", "merged") / "model" / "lora" / COMFY_NAME).exists()  # diffusers only
 
 
 def test_a_later_stage_starts_from_the_base_with_the_adapter_merged(finished):

@@ -350,3 +350,44 @@ def test_export_loads_back_with_the_diffusers_and_peft_apis(family, tmp_path):
     load_exported(plain, tmp_path / "merged")
     merged = velocity(plain, x, t, cond)
     torch.testing.assert_close(merged, expected, rtol=0, atol=1e-5 * max(1.0, expected.abs().max().item()))
+
+
+@pytest.mark.parametrize("family", list(WITH_TEXT_DIT))
+def test_the_comfyui_file_converts_back_to_the_same_tensors(family, tmp_path):
+    """`lora.format: [diffusers, comfyui]` writes both; kohya names read back through the model's module paths
+    give every adapter tensor and alpha exactly; for the UNet, diffusers' own kohya converter agrees."""
+    from safetensors.torch import load_file
+
+    from flowspec.runtime.models.lora import COMFY_NAME, from_comfyui
+
+    seed, rank, alpha = 5, 2, 3.0
+    bundle, _, _ = attached(family, seed, rank=rank, alpha=alpha, targets=targets_of(family))
+    perturb(bundle.denoiser.net, seed, alpha / rank)
+    block = LoRA(rank=rank, alpha=alpha, targets=targets_of(family), format=["diffusers", "comfyui"])
+    export_lora(bundle, block, tmp_path)
+    comfy = load_file(str(tmp_path / "lora" / COMFY_NAME))
+    prefix = {"unet": "lora_unet_", "mlp": "lora_denoiser_"}.get(family, "lora_transformer_")
+    assert all(k.startswith(prefix) and k.endswith((".lora_down.weight", ".lora_up.weight", ".alpha")) for k in comfy)
+    own = lora_state_dict(bundle)
+    fresh = build_bundle(spec_of(family), seed).denoiser.net  # module paths of the plain model
+    back, back_alpha = from_comfyui(comfy, fresh, family)
+    assert back_alpha == alpha and set(back) == set(own) and all(torch.equal(back[k], own[k]) for k in own)
+    if family == "unet":
+        pipeline = _pipeline(family)
+        converted, alphas = pipeline.lora_state_dict(str(tmp_path / "lora"), weight_name=COMFY_NAME)[:2]
+        diffusers_file = load_file(str(tmp_path / "lora" / WEIGHT_NAME))
+        # diffusers reads kohya files into its attention-processor naming: map that back to peft's
+        renamed = {_from_processor_naming(k): v for k, v in converted.items()}
+        assert set(renamed) == set(diffusers_file)
+        assert all(torch.equal(renamed[k], diffusers_file[k]) for k in renamed)
+        assert set(alphas.values()) == {alpha}
+
+
+def _from_processor_naming(key: str) -> str:
+    """`x.attn1.processor.to_out_lora.up.weight` -> `x.attn1.to_out.0.lora_B.weight`."""
+    import re
+
+    match = re.fullmatch(r"(.*)\.processor\.(to_[a-z]+)_lora\.(down|up)\.weight", key)
+    assert match, key
+    module = match[2] + (".0" if match[2] == "to_out" else "")
+    return f"{match[1]}.{module}.lora_{'A' if match[3] == 'down' else 'B'}.weight"
