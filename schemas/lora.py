@@ -19,9 +19,9 @@ class LoRA(Block):
     init: Literal["default", "gaussian"] = Field("default", description="peft init: B = 0 with Kaiming A, or Gaussian A.")
     merge_on_export: bool = Field(False, description="Also export the full model with the adapter merged in.")
     format: LoraFormat | list[LoraFormat] = Field(
-        "diffusers", description="Exported file layout(s): diffusers (peft key names, loads with diffusers' "
-        "LoRA loaders) and/or comfyui (kohya-style lora_unet_/lora_transformer_ keys with lora_down/lora_up/alpha, "
-        "as ComfyUI and most UIs load).")
+        "diffusers", description="Exported files: the diffusers one (peft key names, diffusers' LoRA loaders) is "
+        "always written, as flowspec reads it back; comfyui adds a kohya-style file (lora_unet_/lora_transformer_ "
+        "keys with lora_down/lora_up/alpha) that ComfyUI and most UIs load.")
 
     def formats(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys([self.format] if isinstance(self.format, str) else self.format))
