@@ -62,6 +62,14 @@ def attach_lora(bundle: ModelBundle, block) -> int:
     if has_lora(bundle):
         raise ValueError("the denoiser already carries a LoRA adapter")
     inject_adapter_in_model(lora_config(block), bundle.denoiser.net, adapter_name=ADAPTER)
+    too_narrow = [(name, min(m.in_features, m.out_features)) for name, m in bundle.denoiser.net.named_modules()
+                  if isinstance(m, BaseTunerLayer) and hasattr(m, "in_features")
+                  and block.rank > min(m.in_features, m.out_features)]
+    if too_narrow:
+        name, width = too_narrow[0]
+        raise ValueError(f"rank {block.rank} exceeds the width of {len(too_narrow)} targeted layer(s), e.g. {name} "
+                         f"({width} = min(in, out) features): a rank above the width adds parameters and no "
+                         "expressiveness; lower lora.rank or narrow lora.targets")
     for module in (bundle.denoiser, bundle.text_encoder):
         if module is None:
             continue

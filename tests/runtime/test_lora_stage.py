@@ -158,3 +158,11 @@ def test_sample_with_an_adapter_scale_0_is_the_base_and_scale_1_the_lora_stage(f
     assert f"{adapt / 'model'} was trained on base " in capsys.readouterr().err
     assert main(["sample", str(pretrain), "--lora", str(tmp_path), "--out", str(tmp_path / "x.npy")]) == 2
     assert "no LoRA adapter there" in capsys.readouterr().err
+
+
+def test_a_rank_above_a_targeted_layers_width_is_refused_at_the_lora_block(tmp_path):
+    write_spec(tmp_path, PRETRAIN_ONLY.replace("steps: 60}", "steps: 60, lora: {rank: 4096, targets: all-linear}}"))
+    out = flowspec("run", "spec.yaml", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "spec.yaml:" in out.stderr and "stages.pretrain.lora.rank: rank 4096 exceeds the width of" in out.stderr
+    assert not list(tmp_path.glob("runs/toy/pretrain-*/checkpoints/*"))
