@@ -82,8 +82,16 @@ def _phase_lines(phase: dict) -> list[str]:
                      f"{part['batches_per_epoch']} batches/epoch, {part['repeated']} repeated, {part['dropped']} dropped"
                      f"{skipped}")
         lines += [f"        skipped {f['file']}: {f['reason']}" for f in part.get("skipped_files", [])[:5]]
+        if part.get("by_filter"):
+            lines.append(f"        filters: {filter_counts(part)}")
         cells = [f"{b['bucket']}: {b['images']} img / {b['batches']} batches" +
                  (f" +{b['repeated']} rep" if b["repeated"] else "") + (f" -{b['dropped']} drop" if b["dropped"] else "")
                  for b in part["per_bucket"]]
         lines.append("        " + "; ".join(cells))
     return lines
+
+
+def filter_counts(part: dict) -> str:
+    """"caption contains 'red' (any case): 30 of 256 kept; then score >= 5: 12" (each after the ones before)."""
+    steps = [f"{f['filter']}: {f['kept']}" for f in part["by_filter"]]
+    return f"{steps[0]} of {part['found']} kept" + "".join(f"; then {step}" for step in steps[1:])

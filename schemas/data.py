@@ -57,12 +57,17 @@ Toy2DDistribution = tagged(GaussianMixture, Checkerboard, Rings, Moons)
 class Filter(Block):
     """Keep the samples whose `field` (the caption, or a metadata field) passes every condition given."""
 
-    field: str = Field("caption", description="'caption' or a metadata field (metadata.jsonl key, webdataset .json key).")
+    field: str = Field("caption", description="'caption', 'file' (an image's path in its folder, a webdataset "
+                       "sample's key) or a metadata field (metadata.jsonl key, webdataset .json key).")
     contains: str | None = Field(None, description="Keep when the field contains this text (case-insensitive).")
     regex: str | None = Field(None, description="Keep when this regular expression matches the field.")
     min: float | None = Field(None, description="Keep when the field is a number >= this (e.g. an aesthetic score).")
     max: float | None = Field(None, description="Keep when the field is a number <= this.")
     equals: str | float | None = Field(None, description="Keep when the field equals this.")
+    one_of: list[str] | None = Field(None, description="Keep when the field is one of these (e.g. field: file and the "
+                                     "file names of a curated subset).")
+    one_of_file: LocalPath | None = Field(None, description="Keep when the field is one of the lines of this text "
+                                          "file (blank lines and lines starting with # ignored).")
 
 
 _FILTERS = Field(default_factory=list, description="Subset selection (e.g. an SFT subset); every filter must pass.")

@@ -15,7 +15,19 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 CAPTION = "caption"
+FILE = "file"  # the sample's file: its path in an image folder, its key in a webdataset
+FILE_KEY = "\0file"  # where a source puts the sample's file in the meta it filters (no metadata key can be it)
 _MISSING = object()
+
+
+@functools.lru_cache(maxsize=64)
+def _listed(path: str) -> frozenset[str]:
+    """The entries of a `one_of_file` list, read once."""
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"filter one_of_file {path}: cannot read it ({exc})") from None
+    return frozenset(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
 
 
 @functools.lru_cache(maxsize=256)
@@ -32,12 +44,14 @@ def validate(filters: Sequence) -> None:
     for f in filters:
         if f.regex is not None:
             _compiled(f.regex)
+        if f.one_of_file is not None:
+            _listed(f.one_of_file)
 
 
 def _value(f, caption: str, meta: dict):
     if f.field == CAPTION:
         return caption
-    value = meta.get(f.field, _MISSING)
+    value = meta.get(FILE_KEY if f.field == FILE else f.field, _MISSING)
     # JSON null is how metadata exporters write "no value": treat it as missing, not as "null".
     return _MISSING if value is None else value
 
@@ -81,6 +95,10 @@ def _holds(f, value) -> bool:
             return False
         if (f.min is not None and number < f.min) or (f.max is not None and number > f.max):
             return False
+    if f.one_of is not None and _text(value) not in f.one_of:
+        return False
+    if f.one_of_file is not None and _text(value) not in _listed(f.one_of_file):
+        return False
     return f.equals is None or _equal(value, f.equals)
 
 
@@ -91,6 +109,28 @@ def passes(filters: Sequence, caption: str, meta: dict) -> bool:
         if value is _MISSING or not _holds(f, value):
             return False
     return True
+
+
+def with_file(meta: dict, file: str) -> dict:
+    """The meta a source filters on: its metadata plus the sample's file (`field: file`)."""
+    return {**meta, FILE_KEY: file}
+
+
+def kept_after_each(filters: Sequence, samples: Iterable[tuple[str, dict]]) -> list[int]:
+    """How many samples pass the first filter, the first two, ... (one count per filter, in order)."""
+    counts = [0] * len(filters)
+    for caption, meta in samples:
+        for i, f in enumerate(filters):
+            value = _value(f, caption, meta)
+            if value is _MISSING or not _holds(f, value):
+                break
+            counts[i] += 1
+    return counts
+
+
+def by_filter(filters: Sequence, samples: Iterable[tuple[str, dict]]) -> list[dict]:
+    """For reports: each filter, described, with how many samples were left after it."""
+    return [{"filter": _describe(f), "kept": n} for f, n in zip(filters, kept_after_each(filters, samples))]
 
 
 def missing_fields(filters: Sequence, caption: str, meta: dict) -> list[str]:
@@ -119,6 +159,10 @@ def _describe(f) -> str:
         parts.append(f"<= {f.max:g}")
     if f.equals is not None:
         parts.append(f"== {f.equals!r}")
+    if f.one_of is not None:
+        parts.append(f"is one of {len(f.one_of)} listed")
+    if f.one_of_file is not None:
+        parts.append(f"is listed in {f.one_of_file}")
     if not parts:
         return f"{f.field} is present"
     return f"{f.field} " + " and ".join(parts)

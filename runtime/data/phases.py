@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .buckets import Bucket, assign, cover_crop
-from .filters import passes
+from .filters import by_filter, passes
 from .shapes import ShapesDataset, class_label, make_scene, render
 from .sources import BadSample, DataError
 
@@ -43,8 +43,11 @@ class ShapesPhase:
         self.band = tuple(phase.complexity)
         self.found = len(ShapesDataset(block, seed))
         # Scenes are only generated up front when filters need their captions (a million is slow).
-        self.kept = range(self.found) if not block.filters else [
-            i for i in range(self.found) if passes(block.filters, make_scene(seed, i, self.band).caption, {})]
+        self.kept, self.by_filter = range(self.found), []
+        if block.filters:
+            captions = [make_scene(seed, i, self.band).caption for i in range(self.found)]
+            self.kept = [i for i, caption in enumerate(captions) if passes(block.filters, caption, {})]
+            self.by_filter = by_filter(block.filters, ((caption, {}) for caption in captions))
 
     def __len__(self) -> int:
         return len(self.kept)
@@ -63,7 +66,7 @@ class ShapesPhase:
 
     def summary(self) -> dict:
         return {"source": "shapes", "found": self.found, "kept": len(self.kept),
-                "filtered": self.found - len(self.kept), "complexity": list(self.band),
+                "filtered": self.found - len(self.kept), "by_filter": self.by_filter, "complexity": list(self.band),
                 "skipped": 0, "skipped_files": []}
 
 
@@ -147,6 +150,6 @@ class FolderPhase:
         replaced after a failed decode are among `kept` and also in `skipped`."""
         counts = self.source.summary()
         return {"source": "imagefolder", "found": counts["num_found"], "kept": len(self.kept),
-                "filtered": counts["num_filtered"], "outside_complexity": counts["num_kept"] - self.num_in_band,
+                "filtered": counts["num_filtered"], "by_filter": counts["by_filter"], "outside_complexity": counts["num_kept"] - self.num_in_band,
                 "skipped": len(self.skipped),
                 "skipped_files": [{"file": name, "reason": reason} for name, reason in sorted(self.skipped.items())]}

@@ -225,13 +225,15 @@ class ImageFolder:
         self.filters = list(block.filters)
         filt.validate(self.filters)
         everything = [Record(rel, captions[rel], metas.get(rel, {})) for rel in images]
-        self.records = [r for r in everything if filt.passes(self.filters, r.caption, r.meta)]
+        filtered_on = [(r.caption, filt.with_file(r.meta, r.key)) for r in everything]
+        self.records = [r for r, (caption, meta) in zip(everything, filtered_on) if filt.passes(self.filters, caption, meta)]
+        self.by_filter = filt.by_filter(self.filters, filtered_on)
         self.num_found = len(everything)
         # Classes (for class-conditional models) are the top-level subfolders of every image found, filtered
         # or not, so a filter never renumbers them.
         self.classes = tuple(sorted({r.key.split("/", 1)[0] for r in everything if "/" in r.key}))
         self.unfiled = [r.key for r in everything if "/" not in r.key]
-        self.missing = filt.count_missing(self.filters, ((r.caption, r.meta) for r in everything))
+        self.missing = filt.count_missing(self.filters, filtered_on)
         self._sizes: dict[int, tuple[int, int] | BadSample] = {}
         self._hashes: dict[tuple[int, int, int], str] = {}
 
@@ -294,4 +296,5 @@ class ImageFolder:
             "num_filtered": self.num_found - len(self.records),
             "missing_field": dict(self.missing),
             "filters": filt.explain(self.filters),
+            "by_filter": self.by_filter,
         }

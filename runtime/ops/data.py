@@ -8,6 +8,7 @@ from ..data.loader import PrefetchingStream
 from ..data.sources import DataError, listing
 from ..data.stream import BatchStream
 from ..sampling import latent_multiple
+from ...compiler.render import filter_counts
 from . import op
 from .context import StageContext, data_error, split_batch
 
@@ -94,6 +95,8 @@ def log_data_report(ctx: StageContext, report: list[dict]) -> None:
             print(f"[{ctx.label}] phase {phase['phase']}: {part['name']} {part['kept']} of {part['found']} "
                   f"images in buckets {', '.join(phase['buckets'])}: {part['batches_per_epoch']} batches/epoch, "
                   f"{part['repeated']} repeated, {part['dropped']} dropped{_skipped(part)}", flush=True)
+            if part.get("by_filter"):
+                print(f"[{ctx.label}] phase {phase['phase']}: {part['name']} filters: {filter_counts(part)}", flush=True)
 
 
 def _skipped(counts: dict) -> str:
