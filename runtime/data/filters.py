@@ -116,21 +116,31 @@ def with_file(meta: dict, file: str) -> dict:
     return {**meta, FILE_KEY: file}
 
 
+def passed_count(filters: Sequence, caption: str, meta: dict) -> int:
+    """How many of the filters, in order, this sample passes before the first that removes it."""
+    for i, f in enumerate(filters):
+        value = _value(f, caption, meta)
+        if value is _MISSING or not _holds(f, value):
+            return i
+    return len(filters)
+
+
 def kept_after_each(filters: Sequence, samples: Iterable[tuple[str, dict]]) -> list[int]:
     """How many samples pass the first filter, the first two, ... (one count per filter, in order)."""
     counts = [0] * len(filters)
     for caption, meta in samples:
-        for i, f in enumerate(filters):
-            value = _value(f, caption, meta)
-            if value is _MISSING or not _holds(f, value):
-                break
+        for i in range(passed_count(filters, caption, meta)):
             counts[i] += 1
     return counts
 
 
 def by_filter(filters: Sequence, samples: Iterable[tuple[str, dict]]) -> list[dict]:
     """For reports: each filter, described, with how many samples were left after it."""
-    return [{"filter": _describe(f), "kept": n} for f, n in zip(filters, kept_after_each(filters, samples))]
+    return described(filters, kept_after_each(filters, samples))
+
+
+def described(filters: Sequence, counts: Sequence[int]) -> list[dict]:
+    return [{"filter": _describe(f), "kept": n} for f, n in zip(filters, counts)]
 
 
 def missing_fields(filters: Sequence, caption: str, meta: dict) -> list[str]:

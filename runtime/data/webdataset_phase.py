@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import filters as filt
 from .buckets import Bucket, assign, cover_crop
 from .phases import Item, caption_complexity
 from .sources import BadSample, DataError
@@ -166,6 +167,8 @@ class WebDatasetPhase:
             for name in vars(totals):
                 setattr(totals, name, getattr(totals, name) + getattr(state.counts, name))
         return {"source": "webdataset", "shards": len(self.stream.shards), "read": counts.num_read,
-                "kept": counts.num_kept, "filtered": counts.num_filtered, "missing_image": counts.num_missing_image,
+                "kept": counts.num_kept, "filtered": counts.num_filtered,
+                "by_filter": filt.described(self.stream.filters, counts.by_filter) if counts.by_filter else [],
+                "missing_image": counts.num_missing_image,
                 "missing_caption": counts.num_missing_caption, **vars(totals), "skipped": len(self.skipped),
                 "skipped_files": [{"file": name, "reason": reason} for name, reason in sorted(self.skipped.items())]}

@@ -57,6 +57,7 @@ class StreamCounts:
     num_missing_image: int = 0  # no member with any of image_key's extensions
     num_missing_caption: int = 0  # has an image but no caption member
     missing_field: dict[str, int] = field(default_factory=dict)  # filtered field absent from .json
+    by_filter: list[int] = field(default_factory=list)  # samples left after each filter, in order
 
 
 def expand(urls: str) -> list[str]:
@@ -179,9 +180,14 @@ class WebDatasetStream:
             return None
         caption = _text(tar, path, group[self.caption_key]).strip()
         meta = _json(tar, path, group["json"]) if "json" in group else {}
-        for name in filt.missing_fields(self.filters, caption, meta):
+        filtered_on = filt.with_file(meta, key)  # `field: file` is the sample's key
+        for name in filt.missing_fields(self.filters, caption, filtered_on):
             counts.missing_field[name] = counts.missing_field.get(name, 0) + 1
-        if not filt.passes(self.filters, caption, meta):
+        passed = filt.passed_count(self.filters, caption, filtered_on)
+        counts.by_filter = counts.by_filter or [0] * len(self.filters)
+        for i in range(passed):
+            counts.by_filter[i] += 1
+        if passed < len(self.filters):
             counts.num_filtered += 1
             return None
         counts.num_kept += 1

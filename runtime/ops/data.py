@@ -125,3 +125,6 @@ def log_final_report(ctx: StageContext) -> None:
               f"filtered {phase['filtered']}, missing image {phase['missing_image']}, missing caption "
               f"{phase['missing_caption']}; {phase['repeated']} repeated, {phase['dropped']} dropped"
               f"{_skipped(phase)}", flush=True)
+        if phase.get("by_filter"):
+            read = {**phase, "found": phase["read"] - phase["missing_image"] - phase["missing_caption"]}
+            print(f"[{ctx.label}] phase {phase['phase']}: webdataset filters: {filter_counts(read)}", flush=True)

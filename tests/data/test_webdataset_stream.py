@@ -160,6 +160,15 @@ def test_missing_members_and_filters_are_counted_never_silent(tmp_path):
     assert counts.num_kept == len(kept) == sum(min(3, 4 + s) for s in range(4)) - 2
     assert counts.num_kept + counts.num_filtered + 2 == total
     assert all(s.caption.startswith("dog") and s.meta["score"] <= 2 for _, s in kept)
+    # each filter's count, after the ones before it: dogs among the complete samples, then those scoring <= 2
+    complete = [(s, k) for s in range(4) for k in range(4 + s) if (s, k) not in ((1, 2), (2, 0))]
+    dogs = [(s, k) for s, k in complete if k != 3]
+    assert counts.by_filter == [len(dogs), len([1 for _, k in dogs if k <= 2])] == [len(dogs), len(kept)]
+
+
+def test_a_filter_on_the_file_keeps_the_listed_sample_keys(tmp_path):
+    source = stream(mixed_shards(tmp_path), filters=[Filter(field="file", one_of=["s0k1", "s3k5", "nowhere"])])
+    assert sorted(s.key for _, s in source.iterate(0, 0, 1)) == ["s0k1", "s3k5"]  # shards in a seeded order
 
 
 def test_missing_filter_field_counted(tmp_path):
