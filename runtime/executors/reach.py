@@ -56,15 +56,15 @@ class Controller:
         return f"{hosts} (SlurmctldHost in {self.conf})"
 
 
-def config_file() -> tuple[Path, str]:
-    """The slurm.conf clients read, and how it was chosen (the variable, or SLURM's default place)."""
+def config_file() -> Path:
+    """The slurm.conf clients read: the one SLURM_CONF names, else SLURM's default place."""
     named = os.environ.get("SLURM_CONF")
-    return (Path(named), f"SLURM_CONF={named}") if named else (DEFAULT_CONF, "the default place")
+    return Path(named) if named else DEFAULT_CONF
 
 
 def controller() -> Controller | None:
     """SlurmctldHost (or the older ControlMachine/ControlAddr) and SlurmctldPort of the configuration."""
-    path, _ = config_file()
+    path = config_file()
     try:
         text = path.read_text(errors="replace")
     except OSError:
@@ -90,7 +90,7 @@ def not_installed(names: list[str]) -> str:
 
 def no_configuration() -> str | None:
     """Why clients would find no configuration, or None when they may (a file, or a configless cluster)."""
-    path, how = config_file()
+    path = config_file()
     if "SLURM_CONF" in os.environ and not path.is_file():
         return f"SLURM's configuration is missing: SLURM_CONF={os.environ['SLURM_CONF']} names no file"
     return None
@@ -111,7 +111,7 @@ def check(commands: tuple[str, ...], instead: str) -> None:
     if ping.returncode == 0 and " DOWN" not in said:
         return
     if "fetch_config" in said:
-        path, _ = config_file()
+        path = config_file()
         raise SlurmUnavailable(f"SLURM's configuration is missing: SLURM_CONF is not set, {path} does not exist and "
                                "no DNS SRV record names a controller (`scontrol ping`: fetch_config: DNS SRV lookup "
                                f"failed); set SLURM_CONF to the cluster's slurm.conf, or {instead}", missing=True)
@@ -152,6 +152,6 @@ def local_instead(source: str, profiles: list[str]) -> str:
     """What a user without SLURM can run instead: the same spec here (its smoke profile, where it has one),
     or the project's one-machine test cluster."""
     command = shlex.join(["flowspec", "run", source, "--executor", "local"])
-    smoke = f" (add `--profile smoke` for the version sized for one machine)" if "smoke" in profiles else ""
+    smoke = " (add `--profile smoke` for the version sized for one machine)" if "smoke" in profiles else ""
     return (f"run the stages on this machine with `{command}`{smoke}, or start a one-machine test cluster with "
             f"the project's `{CLUSTER_SCRIPT} start`")
