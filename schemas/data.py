@@ -12,6 +12,11 @@ MAX_COMPLEXITY = 5
 SHAPE_NAMES = ("circle", "square", "triangle")
 COLOR_NAMES = ("red", "green", "blue", "yellow", "purple", "cyan")
 SHAPES_CLASSES = tuple(f"{color} {shape}" for shape in SHAPE_NAMES for color in COLOR_NAMES)
+# Every word a shapes caption can hold (numbers, sizes, colours, shapes and plurals, positions, relations):
+# a DreamBooth identifier must be none of them, nor share one's token.
+SHAPES_WORDS = frozenset({"a", "two", "three", "small", "large", *COLOR_NAMES, *SHAPE_NAMES,
+                          *(f"{shape}s" for shape in SHAPE_NAMES), "on", "the", "left", "right", "at", "top",
+                          "bottom", "above", "below", "to", "of"})
 
 
 # ----------------------------------------------------------------------------- toy 2-D targets

@@ -1,4 +1,6 @@
 """`model:` the denoiser family, its size, how it starts, its text encoder and its latent space."""
+import re
+import zlib
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, create_model, model_serializer
@@ -17,6 +19,20 @@ class Init(Block):
 
 
 # -------------------------------------------------------------------------------- text encoders
+BUILTIN_VOCAB = 4096
+BUILTIN_WORD = re.compile(r"[a-z0-9]+")
+
+
+def builtin_words(text: str) -> list[str]:
+    """The words the builtin text encoder reads (lower-cased letters and digits)."""
+    return BUILTIN_WORD.findall(text.lower())
+
+
+def builtin_token(word: str, vocab_size: int = BUILTIN_VOCAB) -> int:
+    """The builtin encoder's token of a word: hashed (crc32, stable across processes), after PAD and BOS."""
+    return 2 + zlib.crc32(word.encode()) % (vocab_size - 2)
+
+
 class BuiltinText(Block):
     kind: Literal["builtin"] = Field("builtin", description="A small word-level transformer encoder built from config, trained with the model.")
     width: int | None = Field(None, gt=0, description="Token state width; omitted: the model's text context width.")

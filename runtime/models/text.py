@@ -7,15 +7,14 @@ An empty caption is the unconditional input of classifier-free guidance.
 """
 from __future__ import annotations
 
-import re
-import zlib
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ...schemas.model import BUILTIN_VOCAB, builtin_token, builtin_words
+
 PAD, BOS = 0, 1
-_WORD = re.compile(r"[a-z0-9]+")
 
 
 @dataclass
@@ -36,7 +35,7 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class BuiltinTextEncoder(nn.Module):
     """Words hashed into a fixed vocabulary (no tokenizer files), embedded, then a few transformer layers."""
 
-    def __init__(self, width: int, pooled_width: int, num_layers: int = 2, max_tokens: int = 32, vocab_size: int = 4096):
+    def __init__(self, width: int, pooled_width: int, num_layers: int = 2, max_tokens: int = 32, vocab_size: int = BUILTIN_VOCAB):
         super().__init__()
         self.config = dict(width=width, pooled_width=pooled_width, num_layers=num_layers, max_tokens=max_tokens,
                            vocab_size=vocab_size)
@@ -52,9 +51,8 @@ class BuiltinTextEncoder(nn.Module):
     def tokenize(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids = torch.full((len(captions), self.max_tokens), PAD, dtype=torch.long)
         for row, caption in enumerate(captions):
-            words = _WORD.findall(caption.lower())[: self.max_tokens - 1]
-            # crc32 is stable across processes (Python's hash() is salted per process).
-            tokens = [BOS] + [2 + zlib.crc32(w.encode()) % (self.vocab_size - 2) for w in words]
+            words = builtin_words(caption)[: self.max_tokens - 1]
+            tokens = [BOS] + [builtin_token(w, self.vocab_size) for w in words]
             ids[row, : len(tokens)] = torch.tensor(tokens)
         return ids, ids != PAD
 

@@ -33,10 +33,13 @@ class FlowMatching(Objective):
         return torch.ones_like(t)
 
     def __call__(self, step: int, micro: int):
-        batch = self.feed.batch(step, micro)
+        return self.loss_on(self.feed.batch(step, micro), step, self.seed)
+
+    def loss_on(self, batch, step: int, seed: int):
+        """The flow-matching loss of one batch, its draws a function of (seed, step, rows of the global batch)."""
         n = len(batch.x)
         # Draws depend on an item's place in the global batch, not on ranks x accumulation.
-        rand = SliceRandom(self.seed, step, batch.offset, n, batch.total or n)
+        rand = SliceRandom(seed, step, batch.offset, n, batch.total or n)
         x0 = self.bundle.codec.encode(batch.x.to(self.device), lambda shape: rand.randn("posterior", shape), batch.keys)
         eps = rand.randn("noise", x0.shape).to(self.device)
         seq_len = max(batch.height // self.multiple, 1) * max(batch.width // self.multiple, 1)

@@ -86,3 +86,35 @@ class DreamBooth(StageBase):
         if self.prior and self.identifier in self.prior.class_prompt.split():
             yield Note(("prior", "class_prompt"), f"the class prompt contains the identifier '{self.identifier}': "
                        "prior images would learn the subject", "warning")
+        encoder = spec.model.text_encoder
+        if encoder is not None and encoder.kind == "builtin":
+            clash = self._known_to_builtin(spec)
+            if clash:
+                yield Note(("identifier",), clash)
+
+    def _known_to_builtin(self, spec) -> str | None:
+        """Why the identifier is no new word to the builtin encoder (it hashes words to tokens): a word of its
+        captions or the prompts, or a word sharing one's token."""
+        from ..data import SHAPES_WORDS
+        from ..model import builtin_token, builtin_words
+
+        ident = builtin_words(self.identifier)
+        if len(ident) != 1:
+            return f"the identifier '{self.identifier}' is not one word to the builtin text encoder (it reads {ident})"
+        word = ident[0]
+        shapes = any(_uses_shapes(source) for source in (self.data.source, self.instance_data))
+        known = (set(builtin_words(self.prior.class_prompt if self.prior else "")) | (SHAPES_WORDS if shapes else set())
+                 | (set(builtin_words(self.instance_prompt)) - {word}))
+        if word in known:
+            where = "the shapes captions" if shapes and word in SHAPES_WORDS else "the prompts"
+            return f"the identifier '{self.identifier}' is a word of {where} the builtin text encoder reads: pick a new word"
+        same = sorted(w for w in known if builtin_token(w) == builtin_token(word))
+        if same:
+            return (f"the identifier '{self.identifier}' shares the builtin text encoder's token {builtin_token(word)} "
+                    f"with '{same[0]}': pick another new word")
+        return None
+
+
+def _uses_shapes(source) -> bool:
+    components = getattr(source, "components", None)
+    return any(_uses_shapes(c.source) for c in components) if components else source.kind == "shapes"
