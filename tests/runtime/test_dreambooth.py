@@ -88,3 +88,19 @@ def test_class_images_are_generated_once_and_again_only_for_another_class_prompt
     spec(third)
     out = flowspec("run", "spec.yaml", cwd=third)
     assert "of 'a photo of a thing' generated" in out.stdout and len(list((cache / "dreambooth_prior").glob("*.npy"))) == 2
+
+
+def test_a_dreambooth_stage_killed_mid_training_resumes_bitwise_without_generating_again(tmp_path):
+    from .helpers import kill_after_checkpoint, start
+
+    prior = PRIOR.replace("LAMBDA", "1.0")
+    whole = run(tmp_path / "whole", prior)
+    folder = tmp_path / "killed"
+    folder.mkdir()
+    write_spec(folder, SPEC.replace("PRIOR", prior))  # checkpoints every 2 steps
+    proc = start("run", "spec.yaml", cwd=folder)
+    kill_after_checkpoint(proc, "runs/db/subject-*", folder, 2)
+    out = flowspec("run", "spec.yaml", cwd=folder)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "class image(s) of 'a photo of a shape' cached" in out.stdout
+    assert same(weights(stage_dir(folder, "db", "subject")), whole["weights"])
