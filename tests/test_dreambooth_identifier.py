@@ -40,12 +40,14 @@ def test_a_word_of_the_shapes_captions_or_the_prompts_is_refused_at_the_identifi
     found = errors(tmp_path, "blue")
     assert "spec.yaml:9:" in found and "stages.subject.identifier: the identifier 'blue' is a word of the shapes" in found
     assert errors(tmp_path, "blue", source="imagefolder") == ""  # photos: 'blue' is no known word of theirs
-    assert "is a word of the prompts" in errors(tmp_path, "photo", source="imagefolder")
 
 
-def test_a_word_sharing_a_known_words_token_is_refused(tmp_path):
-    known = {token(w): w for w in SHAPES_WORDS | {"photo", "of", "thing"}}
+@pytest.mark.parametrize("source", ["shapes", "imagefolder"])
+def test_a_word_sharing_a_known_words_token_is_refused(tmp_path, source):
+    """Known: the shapes captions' words (shapes data) and the prompts' words."""
+    prompts = {"a", "photo", "of", "thing"}
+    known = {token(w): w for w in (SHAPES_WORDS | prompts if source == "shapes" else prompts)}
     clash = next(w for w in (f"q{i}" for i in itertools.count()) if token(w) in known)
-    found = errors(tmp_path, clash)
+    found = errors(tmp_path, clash, source)
     assert f"the identifier '{clash}' shares the builtin text encoder's token {token(clash)} with " \
            f"'{known[token(clash)]}'" in found

@@ -103,11 +103,13 @@ class DreamBooth(StageBase):
             return f"the identifier '{self.identifier}' is not one word to the builtin text encoder (it reads {ident})"
         word = ident[0]
         shapes = any(_uses_shapes(source) for source in (self.data.source, self.instance_data))
-        known = (set(builtin_words(self.prior.class_prompt if self.prior else "")) | (SHAPES_WORDS if shapes else set())
-                 | (set(builtin_words(self.instance_prompt)) - {word}))
-        if word in known:
-            where = "the shapes captions" if shapes and word in SHAPES_WORDS else "the prompts"
-            return f"the identifier '{self.identifier}' is a word of {where} the builtin text encoder reads: pick a new word"
+        captions = SHAPES_WORDS if shapes else frozenset()
+        if word in captions:
+            return (f"the identifier '{self.identifier}' is a word of the shapes captions the builtin text encoder "
+                    "reads: pick a new word")
+        # (a class prompt holding the identifier itself is the warning above)
+        prompts = builtin_words(self.instance_prompt) + builtin_words(self.prior.class_prompt if self.prior else "")
+        known = (set(prompts) | captions) - {word}
         same = sorted(w for w in known if builtin_token(w) == builtin_token(word))
         if same:
             return (f"the identifier '{self.identifier}' shares the builtin text encoder's token {builtin_token(word)} "
