@@ -13,8 +13,9 @@ from flowspec.schemas.base import tagged
 
 from ..measuring import MEASURE
 from ..spec_fixups import FIXUPS, raw_specs, specs
+from ..hostile_values import hostile_scalars
 from ..spec_strategies import (KIND, blocks, document_keys, dump_yaml, field_annotation, field_paths, get_in,
-                               hostile_scalars, reachable_models, tagged_blocks, tagged_unions, walk_schema)
+                               reachable_models, tagged_blocks, tagged_unions, walk_schema)
 
 # Examples per property: the profile's (CI: 40, the file runs in about 20 s on 2 cores; thorough: 400).
 EXAMPLES = settings.default.max_examples

@@ -13,7 +13,7 @@ from flowspec.compiler.yamlpos import load_file
 from flowspec.schemas.base import NAME_MAX
 
 from ..spec_fixups import specs
-from ..spec_strategies import NON_FINITE_YAML, huge_text, long_name, odd_text, scalar_leaves, set_in
+from ..hostile_values import NON_FINITE_YAML, huge_text, long_name, odd_text, scalar_leaves, set_in
 from .test_generated_specs import compile_or_error, compiled, write
 
 EXAMPLES = settings.default.max_examples

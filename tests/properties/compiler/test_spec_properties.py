@@ -9,7 +9,8 @@ from flowspec.compiler.yamlpos import load_file, to_plain
 from flowspec.schemas.base import Block, kind_tag
 
 from ...conftest import SPECS
-from ..spec_strategies import dump_yaml, hostile_scalars
+from ..hostile_values import hostile_scalars
+from ..spec_strategies import dump_yaml
 
 SPEC_FILES = [str(p) for p in SPECS]
 ALL_KINDS = sorted({kind_tag(c) for c in Block.__subclasses__() for c in [c, *c.__subclasses__()]
