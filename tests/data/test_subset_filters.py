@@ -8,6 +8,7 @@ import sys
 from flowspec.runtime.data import filters as filt
 from flowspec.schemas.data import Filter
 
+from ..runtime.helpers import TINY_IMAGE_MODEL
 from .test_sources import folder, metadata_folder
 
 COLOURS = ["red", "blue", "green"]
@@ -54,12 +55,7 @@ def test_a_file_list_that_cannot_be_read_is_an_error_at_once(tmp_path, monkeypat
 SPEC = """\
 flowspec: 1
 name: subset
-model:
-  kind: mmdit
-  preset: tiny
-  config: {in_channels: 3, out_channels: 3, sample_size: 16, patch_size: 4, num_layers: 1}
-  latent: {kind: pixel}
-  text_encoder: {kind: builtin, num_layers: 1, max_tokens: 8}
+""" + TINY_IMAGE_MODEL + """\
 data:
   source: {kind: imagefolder, path: data}
   curriculum: [{at_step: 0, resolution: 16}]

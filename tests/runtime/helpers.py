@@ -30,16 +30,21 @@ stages:
   - {name: finetune, kind: finetune, from: pretrain, steps: 20, optimizer: {lr: 1.0e-3}}
 """
 
-IMAGE = """\
-flowspec: 1
-name: img
-seed: 5
+# A one-layer MMDiT on 16 px pixels: the smallest image model the end-to-end tests train.
+TINY_IMAGE_MODEL = """\
 model:
   kind: mmdit
   preset: tiny
   config: {in_channels: 3, out_channels: 3, sample_size: 16, patch_size: 4, num_layers: 1}
   latent: {kind: pixel}
   text_encoder: {kind: builtin, num_layers: 1, max_tokens: 8}
+"""
+
+IMAGE = """\
+flowspec: 1
+name: img
+seed: 5
+""" + TINY_IMAGE_MODEL + """\
 data:
   source: {kind: shapes, num_images: 64}
   curriculum: [{at_step: 0, resolution: 16, complexity: [1, 1]}, {at_step: 8, resolution: 16, aspect_ratios: [0.5, 1.0, 2.0]}]

@@ -4,18 +4,13 @@ subject does."""
 import numpy as np
 import torch
 
-from .helpers import flowspec, stage_dir, weights, write_spec
+from .helpers import TINY_IMAGE_MODEL, flowspec, stage_dir, weights, write_spec
 
 SPEC = """\
 flowspec: 1
 name: db
 seed: 5
-model:
-  kind: mmdit
-  preset: tiny
-  config: {in_channels: 3, out_channels: 3, sample_size: 16, patch_size: 4, num_layers: 1}
-  latent: {kind: pixel}
-  text_encoder: {kind: builtin, num_layers: 1, max_tokens: 8}
+""" + TINY_IMAGE_MODEL + """\
 data:
   source: {kind: shapes, num_images: 64}
   curriculum: [{at_step: 0, resolution: 16, complexity: [1, 1]}]
