@@ -27,7 +27,8 @@ def derive_seed(root_seed: int, stage_name: str) -> int:
     return int(digest[:8], 16)
 
 
-def stage_hash(resolved: dict[str, Any], index: int, seed: int, upstream: dict[str, str]) -> str:
+def stage_hash(resolved: dict[str, Any], index: int, seed: int, upstream: dict[str, str],
+               contents: str | None = None) -> str:
     """Hash of what determines a stage's weights; `resolved` is the spec dumped without HASH_EXCLUDED."""
     payload = {
         "flowspec": __version__,
@@ -36,6 +37,8 @@ def stage_hash(resolved: dict[str, Any], index: int, seed: int, upstream: dict[s
         "seed": seed,
         "upstream": upstream,
     }
+    if contents is not None:
+        payload["contents"] = contents
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -50,7 +53,7 @@ def lower(spec: Spec, tree: PosDict, fallback: Location) -> tuple[StagePlan, ...
         refs = stage.refs()
         # A stage's identity includes what it reads: the upstream hash, or the path as written.
         upstream_ids = {f: hashes.get(ref, ref) for f, ref in refs.items()}
-        digest = stage_hash(resolved, i, seed, upstream_ids)
+        digest = stage_hash(resolved, i, seed, upstream_ids, subject_contents(stage))
         hashes[stage.name] = digest
         where = lambda *path: str(locate(tree, ("stages", i, *path), fallback))
         ops = tuple(OpNode(op, params, where(*path)) for op, params, path in _ops(spec, stage))
@@ -61,6 +64,25 @@ def lower(spec: Spec, tree: PosDict, fallback: Location) -> tuple[StagePlan, ...
             run_dir=str(Path(spec.output_dir) / spec.name / f"{stage.name}-{digest[:12]}"),
             loc=where(), ops=ops, executor_loc=where("executor", "kind")))
     return tuple(plans)
+
+
+def subject_contents(stage) -> str | None:
+    """What a DreamBooth stage's subject folder holds (images and captions, a handful of files): replacing
+    one image changes the stage although its spec does not. None for any other stage or source."""
+    source = getattr(stage, "instance_data", None)
+    if source is None or source.kind != "imagefolder":
+        return None
+    root = Path(source.path).expanduser()
+    digest = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(root).parts)) if root.is_dir() else []
+    for path in files:
+        digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
+        try:
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+        except OSError:  # unreadable: the run names it
+            digest.update(b"?")
+    return digest.hexdigest()
 
 
 def cache_status(run_dir: str) -> str:

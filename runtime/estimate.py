@@ -69,6 +69,7 @@ def estimate_plan(plan: Plan) -> Plan:
             report = tuple(data_report(plan, stage_plan))
         except DataError as exc:  # found before any training: one positioned line, no traceback
             raise data_error(stage_plan, str(exc)) from None
+        check_instances(plan, stage_plan)
         if plan.spec.model.class_count() is not None:  # an image folder's classes are known once it is read
             checked_classes(plan.spec_stage(stage_plan.name), stage_plan, plan.spec.model.class_count())
         plan = plan.replace_stage(dataclasses.replace(stage_plan, estimate=estimate, data_report=report))
@@ -86,9 +87,27 @@ def data_report(plan: Plan, stage_plan: StagePlan) -> list[dict]:
     devices = stage.executor.num_devices()
     micro = stage.train.micro_batch or stage.train.global_batch // devices
     accumulation = stage.train.global_batch // (micro * devices)
-    latent = spec.model.latent
-    multiple = (latent.factor() if latent.kind == "vae" else 1) * spec.model.patch_factor()
-    return BatchStream(stage.data, stage_plan.seed, micro, accumulation, multiple, world=devices).report()
+    return BatchStream(stage.data, stage_plan.seed, micro, accumulation, pixel_multiple(spec.model),
+                       world=devices).report()
+
+
+def pixel_multiple(model_spec) -> int:
+    """What image sides must divide by: the autoencoder's factor times the patch size."""
+    latent = model_spec.latent
+    return (latent.factor() if latent.kind == "vae" else 1) * model_spec.patch_factor()
+
+
+def check_instances(plan: Plan, stage_plan: StagePlan) -> None:
+    """A DreamBooth stage's subject images, read as its run will read them (positioned errors)."""
+    stage = plan.spec_stage(stage_plan.name)
+    if stage.kind != "dreambooth":
+        return
+    from .ops.dreambooth import instance_stream
+
+    devices = stage.executor.num_devices()
+    micro = stage.train.micro_batch or stage.train.global_batch // devices
+    instance_stream(stage, stage_plan, stage_plan.seed, micro, stage.train.global_batch // (micro * devices),
+                    pixel_multiple(plan.spec.model), world=devices)
 
 
 def count_params(module: torch.nn.Module, trainable_only: bool = False) -> int:

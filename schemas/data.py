@@ -95,9 +95,10 @@ class Toy2D(Block):
 class ImageFolder(Block):
     kind: Literal["imagefolder"] = Field("imagefolder", description="A local folder of images with captions.")
     path: LocalPath = Field(description="The folder.")
-    captions: Literal["auto", "sidecar", "metadata"] = Field(
+    captions: Literal["auto", "sidecar", "metadata", "none"] = Field(
         "auto", description="sidecar: NAME.txt beside each image; metadata: metadata.jsonl with file_name and text; "
-        "auto: metadata.jsonl if present, else sidecars.")
+        "auto: metadata.jsonl if present, else sidecars; none: no captions (empty text: unconditional training, or "
+        "DreamBooth instance images, which then take the instance prompt).")
     filters: list[Filter] = _FILTERS
 
 

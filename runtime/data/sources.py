@@ -220,8 +220,10 @@ class ImageFolder:
             if not has_metadata:
                 raise DataError(f"captions: metadata but {self.root / METADATA} does not exist")
             captions, metas = _metadata_captions(self.root, images)
-        else:
+        elif self.captions_from == "sidecar":
             captions, metas = _sidecar_captions(self.root, images), {}
+        else:
+            captions, metas = dict.fromkeys(images, ""), {}
         self.filters = list(block.filters)
         filt.validate(self.filters)
         everything = [Record(rel, captions[rel], metas.get(rel, {})) for rel in images]

@@ -60,6 +60,7 @@ def preflight(plan: Plan, fresh: bool, world: int | None) -> None:
 
     from ...compiler.lower import cache_status
     from ..distributed import Distributed
+    from ..estimate import check_instances
     from .slurm import slurm_block
     from .stage import StageRun
 
@@ -71,6 +72,7 @@ def preflight(plan: Plan, fresh: bool, world: int | None) -> None:
         runner.check_drift()
         runner.check_not_running()
         runner.split_batch()
+        check_instances(plan, stage_plan)  # a subject folder's problems, before any stage of the chain trains
 
 
 def run_plan(plan: Plan, fresh: bool = False, stages: list[str] | None = None, executor: str | None = None,

@@ -7,11 +7,14 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ...compiler import Issue, Location, SpecError
+from ..data.sources import METADATA, DataError, listing
 from ..data.stream import BatchStream
 from ..models.lora import fingerprint
 from ..sampling import SampleRequest, generate, latent_multiple
@@ -22,28 +25,74 @@ PRIOR_CACHE = "dreambooth_prior"
 
 
 class CaptionedFeed:
-    """Every batch of `feed` with one caption: the instance prompt."""
+    """The batches of `feed` with the instance prompt as caption: for every image, or (`own`) only for
+    those without a caption of their own."""
 
-    def __init__(self, feed, caption: str):
-        self.feed, self.caption = feed, caption
+    def __init__(self, feed, caption: str, own: bool = False):
+        self.feed, self.caption, self.own = feed, caption, own
 
     def batch(self, step: int, micro: int):
         batch = self.feed.batch(step, micro)
-        return dataclasses.replace(batch, captions=[self.caption] * len(batch.x))
+        captions = [c if self.own and c else self.caption for c in batch.captions]
+        return dataclasses.replace(batch, captions=captions)
+
+
+def instance_source(source):
+    """The instance images' source and whether they keep their own captions: an imagefolder's captions
+    (metadata.jsonl or NAME.txt sidecars) when it has any; the instance prompt otherwise, and always for
+    the procedural sources, whose captions know nothing of the subject."""
+    if source.kind != "imagefolder" or source.captions == "none":
+        return source, False
+    if source.captions == "auto":
+        root = Path(source.path).expanduser()
+        if root.is_dir() and not (root / METADATA).is_file() and not any(root.rglob("*.txt")):
+            return source.model_copy(update={"captions": "none"}), False
+    return source, True
+
+
+def lacking_identifier(folder, identifier: str) -> list[str]:
+    """The images whose own caption does not name the subject (the identifier as a whole word)."""
+    word = re.compile(rf"(?<!\w){re.escape(identifier)}(?!\w)")
+    return [r.key for r in folder.records if not word.search(r.caption)]
+
+
+def instance_stream(stage, stage_plan, seed: int, micro: int, accumulation: int, multiple: int, rank: int = 0,
+                    world: int = 1) -> tuple[BatchStream, bool, int]:
+    """The subject's batch stream, whether its images keep their own captions, and how many there are; a
+    missing or empty folder, an unreadable image, a caption without the identifier: a positioned error.
+    `flowspec plan` and `run` check this before anything trains."""
+    source, own = instance_source(stage.instance_data)
+    try:
+        stream = BatchStream(stage.data.model_copy(update={"source": source}), seed, micro, accumulation, multiple,
+                             rank, world)
+        found = sum(part["kept"] for phase in stream.report() for part in phase["components"])
+    except DataError as exc:
+        raise instance_error(stage_plan, str(exc)) from None
+    for folder in stream.sources.values() if own else ():
+        lacking = lacking_identifier(folder, stage.identifier)
+        if lacking:
+            raise instance_error(stage_plan, f"{len(lacking)} instance caption(s) in {folder.root} do not contain "
+                                 f"the identifier '{stage.identifier}': {listing(lacking)} (captions: none gives "
+                                 "every image the instance prompt)")
+    return stream, own, found
+
+
+def instance_error(stage_plan, message: str) -> SpecError:
+    """A problem with the subject's images, positioned at the stage's instance_data line."""
+    where = next((o.loc for o in stage_plan.ops if o.op == "instance_data"), stage_plan.loc)
+    return SpecError([Issue(Location.parse(where), f"stages.{stage_plan.name}.instance_data", message)])
 
 
 @op("instance_data")
 def instance_data(ctx: StageContext, params: dict) -> None:
     stage = ctx.stage
-    data = stage.data.model_copy(update={"source": stage.instance_data})
     micro = stage.train.global_batch // (ctx.accumulation * ctx.dist.world)
-    stream = BatchStream(data, ctx.seed, micro, ctx.accumulation, latent_multiple(ctx.bundle), ctx.dist.rank,
-                         ctx.dist.world)
-    ctx.instance_feed = CaptionedFeed(stream, stage.instance_prompt)
+    stream, own, found = instance_stream(stage, ctx.stage_plan, ctx.seed, micro, ctx.accumulation,
+                                         latent_multiple(ctx.bundle), ctx.dist.rank, ctx.dist.world)
+    ctx.instance_feed = CaptionedFeed(stream, stage.instance_prompt, own)
     if ctx.dist.main:
-        found = sum(part["kept"] for phase in stream.report() for part in phase["components"])
-        print(f"[{ctx.label}] instance data: {found} image(s) of {stage.instance_data.kind}, captioned "
-              f"{stage.instance_prompt!r}", flush=True)
+        told = "with their own captions" if own else f"captioned {stage.instance_prompt!r}"
+        print(f"[{ctx.label}] instance data: {found} image(s) of {stage.instance_data.kind}, {told}", flush=True)
 
 
 @op("generate_prior")
