@@ -114,7 +114,8 @@ def _ops(spec: Spec, stage) -> Iterator[OpSpec]:
     yield OpSpec("data", {"source": stage.data.source.kind, "phases": len(stage.data.curriculum)}, ("data",))
     yield from stage.extra_ops()
     yield OpSpec("train", {"objective": stage.objective_name(), "steps": stage.steps}, ("kind",))
-    yield OpSpec("sample", {"prompts": len(stage.train.samples.prompts)}, ("train", "samples"))
+    yield OpSpec("sample", {"prompts": len(stage.train.samples.prompts) + len(stage.validation_prompts_grid())},
+                 ("train", "samples"))
     metric = EVALUATIONS.get(stage.data.source.kind)
     if metric is not None:
         yield OpSpec("evaluate", {"metric": metric}, ("data", "source"))

@@ -51,3 +51,22 @@ def test_a_word_sharing_a_known_words_token_is_refused(tmp_path, source):
     found = errors(tmp_path, clash, source)
     assert f"the identifier '{clash}' shares the builtin text encoder's token {token(clash)} with " \
            f"'{known[token(clash)]}'" in found
+
+
+def test_the_subject_grid_rows_are_the_instance_prompt_the_new_contexts_and_the_plain_class_prompt(tmp_path):
+    (tmp_path / "spec.yaml").write_text(SPEC.replace("ID", "sks").replace("SOURCE", "shapes").replace(
+        "PATH", "num_images: 8").replace("steps: 4, instance_data", "steps: 4, validation_prompts: "
+                                          "['a sks thing on the moon'], instance_data"))
+    stage = compile_spec(str(tmp_path / "spec.yaml")).spec_stage("subject")
+    assert stage.validation_prompts_grid() == ("a photo of sks thing", "a sks thing on the moon", "a photo of a thing")
+    plain = stage.model_copy(update={"prior": None, "validation_prompts": []})
+    assert plain.validation_prompts_grid() == ("a photo of sks thing", "a photo of thing")
+
+
+def test_a_validation_prompt_without_the_identifier_is_refused_at_its_line(tmp_path):
+    (tmp_path / "spec.yaml").write_text(SPEC.replace("ID", "sks").replace("SOURCE", "shapes").replace(
+        "PATH", "num_images: 8").replace("steps: 4, instance_data", "steps: 4, validation_prompts: "
+                                          "['a sks thing', 'a thing on the moon'], instance_data"))
+    with pytest.raises(SpecError) as exc:
+        compile_spec(str(tmp_path / "spec.yaml"))
+    assert "validation_prompts[1] 'a thing on the moon' does not contain the identifier 'sks'" in str(exc.value)

@@ -30,6 +30,13 @@ def sample_grid(ctx: StageContext, step: int) -> None:
         image_grid(list(out), rows=len(samples.prompts), cols=samples.per_prompt, path=path,
                    row_labels=list(samples.prompts))
     ctx.log_image("samples", path, step)
+    rows = ctx.stage.validation_prompts_grid()
+    if rows:
+        with ctx.weights_for_export():
+            out = generate(ctx.bundle, ctx.stage.timesteps, request(ctx, rows, samples.per_prompt, samples.seed))
+        path = folder / f"subject-step-{step:08d}.png"
+        image_grid(list(out), rows=len(rows), cols=samples.per_prompt, path=path, row_labels=list(rows))
+        ctx.log_image("subject", path, step)
 
 
 @op("sample", main_only=True)

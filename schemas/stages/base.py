@@ -85,6 +85,10 @@ class StageBase(Block):
     def objective_name(self) -> str:
         return self.objective
 
+    def validation_prompts_grid(self) -> tuple[str, ...]:
+        """Rows of a second sample grid this kind draws beside train.samples' (DreamBooth's subject grid)."""
+        return ()
+
     def extra_ops(self) -> Iterator[OpSpec]:
         """Ops of this kind between `data` and `train` (prior images, pairs, rewards, encoders)."""
         if self.prompt_enhancer is not None and self.generates:

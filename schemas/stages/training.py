@@ -65,12 +65,26 @@ class DreamBooth(StageBase):
     instance_prompt: str = Field(description="Prompt with the identifier, e.g. 'a photo of sks star'.")
     identifier: str = Field("sks", description="The rare token standing for the subject.")
     prior: Prior | None = Field(None, description="Prior preservation; null: plain fine-tuning on the subject.")
+    validation_prompts: list[str] = Field(
+        [], description="The identifier in new contexts, e.g. 'a sks star on the moon': rows of the subject grid "
+        "(samples/subject-step-N.png), after the instance prompt and before the plain class prompt.")
 
     @model_validator(mode="after")
     def _identifier_in_prompt(self):
-        if self.identifier not in self.instance_prompt.split():
-            raise ValueError(f"instance_prompt {self.instance_prompt!r} does not contain the identifier {self.identifier!r}")
+        for where, prompt in [("instance_prompt", self.instance_prompt), *(
+                (f"validation_prompts[{i}]", p) for i, p in enumerate(self.validation_prompts))]:
+            if self.identifier not in prompt.split():
+                raise ValueError(f"{where} {prompt!r} does not contain the identifier {self.identifier!r}")
         return self
+
+    def class_prompt(self) -> str:
+        """The plain class prompt: the prior's, or the instance prompt without the identifier."""
+        if self.prior is not None:
+            return self.prior.class_prompt
+        return " ".join(word for word in self.instance_prompt.split() if word != self.identifier)
+
+    def validation_prompts_grid(self) -> tuple[str, ...]:
+        return (self.instance_prompt, *self.validation_prompts, self.class_prompt())
 
     def extra_ops(self) -> Iterator[OpSpec]:
         yield from super().extra_ops()

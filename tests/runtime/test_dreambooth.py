@@ -51,6 +51,8 @@ def test_lambda_zero_is_plain_fine_tuning_on_the_subject_and_lambda_one_is_not(t
     one = run(tmp_path / "one", PRIOR.replace("LAMBDA", "1.0"))
     assert "instance data: 4 image(s) of shapes, captioned 'a photo of sks shape'" in zero["log"]
     assert same(none["weights"], zero["weights"])
+    grid = tmp_path / "one" / "runs" / "db"
+    assert len(list(grid.glob("subject-*/samples/subject-step-00000006.png"))) == 1  # the subject grid, at the end
     assert not same(zero["weights"], one["weights"])
 
 
