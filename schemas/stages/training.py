@@ -63,7 +63,10 @@ class DreamBooth(StageBase):
     kind: Literal["dreambooth"] = Field("dreambooth", description="DreamBooth: bind a rare identifier to a subject, with prior preservation.")
     instance_data: Source = Field(description="The few subject images.")
     instance_prompt: str = Field(description="Prompt with the identifier, e.g. 'a photo of sks star'.")
-    identifier: str = Field("sks", description="The rare token standing for the subject.")
+    identifier: str = Field("sks", description="The rare token standing for the subject. Checked against the text "
+                            "encoder: the builtin one must not know the word; a pretrained one's tokenizer.json must "
+                            "read it as one token from the rare half of its vocabulary (a common word is refused, "
+                            "several pieces are a warning).")
     prior: Prior | None = Field(None, description="Prior preservation; null: plain fine-tuning on the subject.")
     validation_prompts: list[str] = Field(
         [], description="The identifier in new contexts, e.g. 'a sks star on the moon': rows of the subject grid "
@@ -105,6 +108,22 @@ class DreamBooth(StageBase):
             clash = self._known_to_builtin(spec)
             if clash:
                 yield Note(("identifier",), clash)
+        elif encoder is not None:
+            yield from self._rare_to_tokenizer(encoder)
+
+    def _rare_to_tokenizer(self, encoder) -> Iterator[Note]:
+        """A pretrained encoder's tokenizer (its tokenizer.json; none there: nothing to check) must read the
+        identifier as one rare token (schemas/vocabulary.py)."""
+        from ..vocabulary import rarity, tokenizer_file
+
+        path = tokenizer_file(encoder)
+        if path is None:
+            return
+        prompts = [self.instance_prompt, *self.validation_prompts, self.class_prompt()]
+        found = rarity(path, self.identifier, encoder.kind, frozenset(w for p in prompts for w in p.lower().split()))
+        if found is not None:
+            severity, message = found
+            yield Note(("identifier",), message, severity)
 
     def _known_to_builtin(self, spec) -> str | None:
         """Why the identifier is no new word to the builtin encoder (it hashes words to tokens): a word of its
