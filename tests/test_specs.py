@@ -56,7 +56,8 @@ def test_plan_json_has_stage_names_kinds_hashes_and_estimates(root):
     code, out, err = run_cli("plan", "specs/quickstart.yaml", "--json")
     assert code == 0, err
     plan = json.loads(out)
-    assert [(s["name"], s["kind"]) for s in plan["stages"]] == [("pretrain", "pretrain"), ("finetune", "finetune")]
+    assert [(s["name"], s["kind"]) for s in plan["stages"]] == [
+        ("pretrain", "pretrain"), ("finetune", "finetune"), ("subject", "dreambooth")]
     assert all(len(s["hash"]) == 64 for s in plan["stages"])
     estimate = plan["stages"][0]["estimate"]
     assert estimate["params_total"] > 0 and estimate["train_flops"] > 0 and estimate["gpu_hours"] > 0

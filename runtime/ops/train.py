@@ -1,6 +1,8 @@
 """Op `train`: the stage's objective on the shared training loop."""
 from __future__ import annotations
 
+import torch
+
 from ..train.checkpoint import capture_rng, restore_rng
 from ...compiler import Issue, Location, SpecError
 from ..train.loop import BaseChanged, LoopConfig, LoopHooks, Trainer
@@ -26,6 +28,9 @@ def train(ctx: StageContext, params: dict) -> None:
                           ctx.dist, ctx.stop_requested)
     if ctx.stage.train.compile:
         ctx.bundle.denoiser.net.compile()
+    if ctx.dist.main and ctx.stage.train.precision == "bf16" and ctx.device.type == "cpu" and not native_bf16():
+        print(f"[{ctx.label}] warning: train.precision bf16 on a CPU without native bf16 (AVX512-BF16, AMX) is "
+              "emulated and slower than fp32: set train.precision: fp32 on this machine", flush=True)
     try:
         ctx.trainer.run()
     except BaseChanged as exc:  # the start's weights changed under an unfinished LoRA stage: say where it starts
@@ -33,6 +38,10 @@ def train(ctx: StageContext, params: dict) -> None:
                                f"{exc}; start it afresh with --fresh")]) from None
     if ctx.dist.main:
         log_final_report(ctx)
+
+
+def native_bf16() -> bool:
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def loop_config(ctx: StageContext) -> LoopConfig:

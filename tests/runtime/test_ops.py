@@ -60,3 +60,16 @@ def test_data_op_splits_the_batch_as_the_spec_says_for_this_many_processes(tmp_p
         OPS["data"].run(bad, {})
     assert str(caught.value.issues[0]).endswith("stages.pretrain.train.accumulation: global_batch 4 does not split "
                                                 "into 2 process(es) x accumulation 4 (micro-batches of 0.5 samples)")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_native_bf16_says_it_is_slower(tmp_path, capsys, monkeypatch, native):
+    from flowspec.runtime.ops import train
+
+    monkeypatch.setattr(train, "native_bf16", lambda: native)
+    ctx = context(tmp_path, TOY, "train.precision=bf16", "stages.pretrain.steps=6")
+    ctx.run_dir.mkdir()
+    for node in ctx.stage_plan.ops[:3]:  # load_model, data, train
+        OPS[node.op].run(ctx, node.params)
+    warned = "train.precision bf16 on a CPU without native bf16 (AVX512-BF16, AMX) is emulated" in capsys.readouterr().out
+    assert warned is not native
