@@ -8,7 +8,9 @@ preservation, full fine-tuning and LoRA, and measure
 - class preservation: the shapes checker's accuracy on plain captions of the class ("a red circle", "a blue
   circle", ... in every colour of the shapes data), against the starting model's.
 
-    python benchmarks/dreambooth_toy.py [--steps 100] [--out runs-dreambooth]
+    python benchmarks/dreambooth_toy.py [--steps 100] [--out runs-dreambooth] [--smoke]
+
+--smoke shrinks everything (the quick start's smoke sizes, 2 DreamBooth steps) to check that the script runs.
 
 The quick start's pre-training and fine-tuning run first (or are found finished in OUT); the four DreamBooth
 stages start from the fine-tuned model. Numbers go to OUT/dreambooth_toy.json and the table printed.
@@ -34,10 +36,19 @@ FULL_LR = 1.0e-4  # the LoRA variants take the quick start's subject stage as it
 PER_COLOUR = 8  # samples of each "a <colour> circle"
 
 
-def spec(steps: int, out: Path) -> dict:
+SMOKE = {"pretrain": 20, "finetune": 10}
+
+
+def spec(steps: int, out: Path, smoke: bool = False) -> dict:
     """The quick start's spec (without its own DreamBooth stage) plus one DreamBooth stage per variant."""
     base = yaml.safe_load((ROOT / "specs" / "quickstart.yaml").read_text())
     base.pop("profiles", None)
+    if smoke:
+        base["data"]["curriculum"] = base["data"]["curriculum"][:1]
+        base["optimizer"]["schedule"]["warmup_steps"] = 1
+        base["train"]["samples"]["num_steps"] = 2  # also the end-of-stage evaluation's
+        for stage in base["stages"]:
+            stage["steps"] = SMOKE.get(stage["name"], stage["steps"])
     base["output_dir"] = str(out)
     base["stages"] = [s for s in base["stages"] if s["kind"] != "dreambooth"]
     shipped = next(s for s in yaml.safe_load((ROOT / "specs" / "quickstart.yaml").read_text())["stages"]
@@ -45,7 +56,10 @@ def spec(steps: int, out: Path) -> dict:
     for name, (prior, lora) in VARIANTS.items():
         stage = {**shipped, "name": name, "steps": steps, "instance_data": {"kind": "imagefolder", "path": str(SUBJECT)},
                  "instance_prompt": INSTANCE_PROMPT, "validation_prompts": [],
-                 "prior": {"class_prompt": CLASS_PROMPT, "num_images": 64, "sampling_steps": 20} if prior else None}
+                 "prior": {"class_prompt": CLASS_PROMPT, "num_images": 4 if smoke else 64,
+                           "sampling_steps": 2 if smoke else 20} if prior else None}
+        if smoke:
+            stage["optimizer"] = {**stage["optimizer"], "schedule": {"kind": "constant", "warmup_steps": 1}}
         if not lora:  # full fine-tuning: every weight moves, so a smaller step
             stage.pop("lora")
             stage["optimizer"] = {**stage["optimizer"], "lr": FULL_LR}
@@ -63,7 +77,7 @@ def features(images, encoder):
     return torch.nn.functional.normalize(grid.mean(dim=1), dim=-1)
 
 
-def measure(stage_dir: Path, subject, encoder) -> dict:
+def measure(stage_dir: Path, subject, encoder, num_steps: int | None = None) -> dict:
     import torch
 
     from flowspec.runtime.data.shapes import COLORS
@@ -73,7 +87,7 @@ def measure(stage_dir: Path, subject, encoder) -> dict:
 
     _, stage, bundle = load_stage(stage_dir, torch.device("cpu"))
     samples = stage.train.samples
-    ask = dict(num_steps=samples.num_steps, cfg_scale=samples.cfg_scale, resolution=32)
+    ask = dict(num_steps=num_steps or samples.num_steps, cfg_scale=samples.cfg_scale, resolution=32)
     mine = generate(bundle, stage.timesteps, SampleRequest((INSTANCE_PROMPT,), FIDELITY_SAMPLES, seed=1, **ask))
     fidelity = (features(mine, encoder) @ subject.T).mean().item()
     from flowspec.runtime.report.plots import image_grid
@@ -89,13 +103,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("runs-dreambooth"))
+    parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not any(SUBJECT.glob("*.png")):
         subprocess.run([sys.executable, str(SUBJECT.parent / "make_subject.py"), str(SUBJECT)], check=True)
     path = out / "dreambooth_toy.yaml"
-    path.write_text(yaml.safe_dump(spec(args.steps, out), sort_keys=False))
+    path.write_text(yaml.safe_dump(spec(2 if args.smoke else args.steps, out, args.smoke), sort_keys=False))
     subprocess.run([sys.executable, "-m", "flowspec.cli", "run", str(path), "--yes"], check=True, cwd=out)
 
     import numpy as np
@@ -107,7 +122,7 @@ def main() -> None:
     subject = features(np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted(SUBJECT.glob("*.png"))]),
                        encoder)
     folders = {name: next(out.glob(f"quickstart/{name}-*/DONE")).parent for name in ["finetune", *VARIANTS]}
-    results = {name: measure(folder, subject, encoder) for name, folder in folders.items()}
+    results = {name: measure(folder, subject, encoder, 2 if args.smoke else None) for name, folder in folders.items()}
     results["steps"] = args.steps
     (out / "dreambooth_toy.json").write_text(json.dumps(results, indent=2))
     start = results["finetune"]

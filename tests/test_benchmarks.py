@@ -24,3 +24,11 @@ def test_benchmark_runs(tmp_path, args, expected):
                          text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert expected in out.stdout
+
+
+@pytest.mark.slow  # six small stages and five models sampled: about a minute and a half
+def test_the_dreambooth_benchmark_runs(tmp_path):
+    out = subprocess.run([sys.executable, "benchmarks/dreambooth_toy.py", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "lora_prior" in out.stdout and "class acc" in out.stdout
