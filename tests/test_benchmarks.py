@@ -10,8 +10,8 @@ from .conftest import ROOT
 SMALL = [
     (["benchmarks/step_overhead.py", "--steps", "2", "--warmup", "1"], "ratio flowspec / hand-written"),
     (["benchmarks/data_throughput.py", "--batches", "2", "--workers", "1"], "training step consumes"),
-    (["benchmarks/repa_convergence.py", "--steps", "60", "--every", "30", "--out", "{tmp}/repa.json"],
-     "checker accuracy at the end"),
+    pytest.param(["benchmarks/repa_convergence.py", "--steps", "60", "--every", "30", "--out", "{tmp}/repa.json"],
+                 "checker accuracy at the end", marks=pytest.mark.slow),  # two trainings and their checker: 77 s
     (["benchmarks/gradient_checkpointing.py", "--batch", "2", "--resolution", "32", "--steps", "1"],
      "gradient checkpointing: activations -"),
     (["benchmarks/local_estimate.py", "--spec", "specs/toy2d.yaml", "--steps", "200"], "ratio announced / measured"),

@@ -2,6 +2,7 @@
 frozen start generates once (content-keyed cache); lambda = 0 trains exactly as plain fine-tuning on the
 subject does."""
 import numpy as np
+import pytest
 import torch
 
 from .helpers import TINY_IMAGE_MODEL, flowspec, stage_dir, weights, write_spec
@@ -87,6 +88,7 @@ def test_class_images_are_generated_once_and_again_only_for_another_class_prompt
     assert "of 'a photo of a thing' generated" in out.stdout and len(list((cache / "dreambooth_prior").glob("*.npy"))) == 2
 
 
+@pytest.mark.slow  # 32 s; LoRA-stage resume (tests/runtime/test_lora_stage.py) stays in the default run
 def test_a_dreambooth_stage_killed_mid_training_resumes_bitwise_without_generating_again(tmp_path):
     from .helpers import kill_after_checkpoint, start
 
