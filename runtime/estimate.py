@@ -69,7 +69,9 @@ def estimate_plan(plan: Plan) -> Plan:
             report = tuple(data_report(plan, stage_plan))
         except DataError as exc:  # found before any training: one positioned line, no traceback
             raise data_error(stage_plan, str(exc)) from None
-        check_instances(plan, stage_plan)
+        told = check_instances(plan, stage_plan)
+        if told:
+            estimate = dataclasses.replace(estimate, notes=(*estimate.notes, told))
         if plan.spec.model.class_count() is not None:  # an image folder's classes are known once it is read
             checked_classes(plan.spec_stage(stage_plan.name), stage_plan, plan.spec.model.class_count())
         plan = plan.replace_stage(dataclasses.replace(stage_plan, estimate=estimate, data_report=report))
@@ -97,17 +99,20 @@ def pixel_multiple(model_spec) -> int:
     return (latent.factor() if latent.kind == "vae" else 1) * model_spec.patch_factor()
 
 
-def check_instances(plan: Plan, stage_plan: StagePlan) -> None:
-    """A DreamBooth stage's subject images, read as its run will read them (positioned errors)."""
+def check_instances(plan: Plan, stage_plan: StagePlan) -> str | None:
+    """A DreamBooth stage's subject images, read as its run will read them (positioned errors); what the
+    plan says of them."""
     stage = plan.spec_stage(stage_plan.name)
     if stage.kind != "dreambooth":
-        return
-    from .ops.dreambooth import instance_stream
+        return None
+    from .ops.dreambooth import described, instance_stream
 
     devices = stage.executor.num_devices()
     micro = stage.train.micro_batch or stage.train.global_batch // devices
-    instance_stream(stage, stage_plan, stage_plan.seed, micro, stage.train.global_batch // (micro * devices),
-                    pixel_multiple(plan.spec.model), world=devices)
+    _, own, found = instance_stream(stage, stage_plan, stage_plan.seed, micro,
+                                    stage.train.global_batch // (micro * devices), pixel_multiple(plan.spec.model),
+                                    world=devices)
+    return described(stage, own, found)
 
 
 def count_params(module: torch.nn.Module, trainable_only: bool = False) -> int:

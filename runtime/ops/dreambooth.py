@@ -91,8 +91,13 @@ def instance_data(ctx: StageContext, params: dict) -> None:
                                          latent_multiple(ctx.bundle), ctx.dist.rank, ctx.dist.world)
     ctx.instance_feed = CaptionedFeed(stream, stage.instance_prompt, own)
     if ctx.dist.main:
-        told = "with their own captions" if own else f"captioned {stage.instance_prompt!r}"
-        print(f"[{ctx.label}] instance data: {found} image(s) of {stage.instance_data.kind}, {told}", flush=True)
+        print(f"[{ctx.label}] {described(stage, own, found)}", flush=True)
+
+
+def described(stage, own: bool, found: int) -> str:
+    """The subject's images in a line, as the plan and the run log give them."""
+    told = "with their own captions" if own else f"captioned {stage.instance_prompt!r}"
+    return f"instance data: {found} image(s) of {stage.instance_data.kind}, {told}"
 
 
 @op("generate_prior")

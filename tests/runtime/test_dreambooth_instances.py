@@ -117,3 +117,5 @@ def test_a_captioned_subject_trains_under_its_own_captions(tmp_path):
     out = flowspec("run", "spec.yaml", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "instance data: 3 image(s) of imagefolder, with their own captions" in out.stdout
+    plan = flowspec("plan", "spec.yaml", cwd=tmp_path)
+    assert "    note: instance data: 3 image(s) of imagefolder, with their own captions" in plan.stdout, plan.stderr
