@@ -135,7 +135,7 @@ def test_a_pretrained_tokenizer_must_read_the_identifier_as_one_rare_token(tmp_p
     unknown, _ = pretrained_errors(tmp_path, "⛄", encoder)
     assert f"the identifier '⛄' is unknown to the {kind} tokenizer" in unknown
     errors_, warnings = pretrained_errors(tmp_path, "sks", encoder)  # read as pieces: a warning
-    assert errors_ == "" and any(f"warning: stages.subject.identifier: the identifier 'sks' is" in w for w in warnings)
+    assert errors_ == "" and any("warning: stages.subject.identifier: the identifier 'sks' is" in w for w in warnings)
     if kind != "minilm":
         assert pretrained_errors(tmp_path, "qxyz", encoder) == ("", ())  # the rarest word: one token, no note
 
