@@ -86,11 +86,16 @@ def data_report(plan: Plan, stage_plan: StagePlan) -> list[dict]:
     stage = plan.spec_stage(stage_plan.name)
     if stage.data.source.kind in ("toy2d", "webdataset"):  # streamed shards are counted while they are read
         return []
-    devices = stage.executor.num_devices()
-    micro = stage.train.micro_batch or stage.train.global_batch // devices
-    accumulation = stage.train.global_batch // (micro * devices)
+    devices, micro, accumulation = batch_split(stage)
     return BatchStream(stage.data, stage_plan.seed, micro, accumulation, pixel_multiple(spec.model),
                        world=devices).report()
+
+
+def batch_split(stage) -> tuple[int, int, int]:
+    """(processes, micro-batch, accumulation steps) of a stage on the devices its executor declares."""
+    devices = stage.executor.num_devices()
+    micro = stage.train.micro_batch or stage.train.global_batch // devices
+    return devices, micro, stage.train.global_batch // (micro * devices)
 
 
 def pixel_multiple(model_spec) -> int:
@@ -107,11 +112,9 @@ def check_instances(plan: Plan, stage_plan: StagePlan) -> str | None:
         return None
     from .ops.dreambooth import described, instance_stream
 
-    devices = stage.executor.num_devices()
-    micro = stage.train.micro_batch or stage.train.global_batch // devices
-    _, own, found = instance_stream(stage, stage_plan, stage_plan.seed, micro,
-                                    stage.train.global_batch // (micro * devices), pixel_multiple(plan.spec.model),
-                                    world=devices)
+    devices, micro, accumulation = batch_split(stage)
+    _, own, found = instance_stream(stage, stage_plan, stage_plan.seed, micro, accumulation,
+                                    pixel_multiple(plan.spec.model), world=devices)
     return described(stage, own, found)
 
 

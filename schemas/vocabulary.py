@@ -58,6 +58,7 @@ def rarity(path: Path, identifier: str, name: str, avoid: frozenset[str] = froze
     return None
 
 
+@functools.lru_cache(maxsize=4)
 def _unknown_id(tok) -> int | None:
     model = json.loads(tok.to_str())["model"]  # the python bindings do not expose every model's unknown
     if isinstance(model.get("unk_token"), str):  # BPE, WordPiece

@@ -15,28 +15,38 @@ def request(ctx: StageContext, prompts, per_prompt: int, seed: int) -> SampleReq
 
 
 def sample_grid(ctx: StageContext, step: int) -> None:
-    from ..report.plots import image_grid, scatter_plot
+    """train.samples' grid (a scatter plot for 2-D data) and, for a kind that draws one, its second grid."""
+    from ..report.plots import scatter_plot
 
     samples = ctx.stage.train.samples
     folder = ctx.run_dir / "samples"
     folder.mkdir(exist_ok=True)
-    with ctx.weights_for_export():
-        out = generate(ctx.bundle, ctx.stage.timesteps, request(ctx, samples.prompts, samples.per_prompt, samples.seed))
     path = folder / f"step-{step:08d}.png"
     if ctx.toy:
+        out = _generate(ctx, samples.prompts)
         data = ctx.stream.toy.batch(10**9, len(out)).numpy()
         scatter_plot({"data": data, "samples": out}, path, title=f"step {step}")
+        ctx.log_image("samples", path, step)
     else:
-        image_grid(list(out), rows=len(samples.prompts), cols=samples.per_prompt, path=path,
-                   row_labels=list(samples.prompts))
-    ctx.log_image("samples", path, step)
+        _draw(ctx, samples.prompts, path, "samples", step)
     rows = ctx.stage.validation_prompts_grid()
     if rows:
-        with ctx.weights_for_export():
-            out = generate(ctx.bundle, ctx.stage.timesteps, request(ctx, rows, samples.per_prompt, samples.seed))
-        path = folder / f"subject-step-{step:08d}.png"
-        image_grid(list(out), rows=len(rows), cols=samples.per_prompt, path=path, row_labels=list(rows))
-        ctx.log_image("subject", path, step)
+        _draw(ctx, rows, folder / f"subject-step-{step:08d}.png", "subject", step)
+
+
+def _generate(ctx: StageContext, prompts):
+    samples = ctx.stage.train.samples
+    with ctx.weights_for_export():
+        return generate(ctx.bundle, ctx.stage.timesteps, request(ctx, prompts, samples.per_prompt, samples.seed))
+
+
+def _draw(ctx: StageContext, prompts, path, name: str, step: int) -> None:
+    """One row per prompt, train.samples.per_prompt images each, logged under `name`."""
+    from ..report.plots import image_grid
+
+    image_grid(list(_generate(ctx, prompts)), rows=len(prompts), cols=ctx.stage.train.samples.per_prompt, path=path,
+               row_labels=list(prompts))
+    ctx.log_image(name, path, step)
 
 
 @op("sample", main_only=True)
