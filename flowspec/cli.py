@@ -48,8 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="follow the run's SLURM jobs until they end (exit 1 if one failed)")
     p = sub.add_parser("cancel", help="cancel the SLURM jobs of a run that have not ended")
     p.add_argument("run", help="a run folder (runs/NAME) or the spec that made it")
-    p = sub.add_parser("sample", help="generate a sample grid (PNG) or 2-D samples (.npy) from a finished stage")
-    p.add_argument("path", help="a stage folder (runs/NAME/STAGE-HASH) or a run folder (runs/NAME: its last stage)")
+    p = sub.add_parser("sample", help="generate a sample grid (PNG) or 2-D samples (.npy) from a finished stage "
+                                      "or a diffusers folder")
+    p.add_argument("path", help="a stage folder (runs/NAME/STAGE-HASH), a run folder (runs/NAME: its last stage), "
+                                "or a diffusers folder with --spec")
+    p.add_argument("--spec", help="for a diffusers folder: the spec whose model section describes it")
+    p.add_argument("--stage", help="with --spec: the stage whose sampler settings to use (default: the last)")
     p.add_argument("--prompt", action="append", default=[], help="prompt (repeatable; default: the stage's own)")
     p.add_argument("--n", type=int, default=4, help="images per prompt (points for 2-D data)")
     p.add_argument("--steps", type=int, help="sampler steps (default: the stage's)")

@@ -1,4 +1,5 @@
-"""`flowspec sample`: load a finished stage and write a sample grid (PNG) or samples (.npy)."""
+"""`flowspec sample`: load a finished stage, or a diffusers folder with the spec that describes its model, and
+write a sample grid (PNG) or samples (.npy)."""
 from __future__ import annotations
 
 import json
@@ -17,12 +18,21 @@ RESOLVED = "resolved.json"  # the full resolved model and stage spec, written wh
 
 
 def find_stage_dir(path: Path) -> Path:
-    if (path / DONE_MARKER).exists():
-        return path
+    for candidate in (path, path.parent):  # a stage folder, or its exported model/ folder
+        if (candidate / DONE_MARKER).exists():
+            return candidate
     finished = [d for d in path.glob("*/") if (d / DONE_MARKER).exists()] if path.is_dir() else []
     if not finished:
-        raise FileNotFoundError(f"{path}: no finished stage here (a stage folder holds {DONE_MARKER})")
+        hint = (": a diffusers folder needs --spec SPEC (the spec whose model section describes it)"
+                if diffusers_folder(path) else f" (a stage folder holds {DONE_MARKER})")
+        raise FileNotFoundError(f"{path}: no finished stage here{hint}")
     return max(finished, key=lambda d: (d / DONE_MARKER).stat().st_mtime)
+
+
+def diffusers_folder(path: Path) -> bool:
+    """A model saved with diffusers' `save_pretrained` (its own folder or a pipeline's subfolder), or a
+    folder flowspec exported (denoiser/ inside)."""
+    return any((path / sub / "config.json").is_file() for sub in ("", "denoiser", "transformer", "unet"))
 
 
 def load_stage(stage_dir: Path, device):
@@ -37,6 +47,31 @@ def load_stage(stage_dir: Path, device):
     return model, stage, bundle
 
 
+def load_folder(folder: Path, spec_path: str, stage_name: str | None, device):
+    """A diffusers folder sampled with the model section of a spec and the sampler settings of one of its
+    stages (the last one by default): the folder's weights replace whatever the spec would start from."""
+    from ..compiler import compile_spec
+    from .models.bundle import build_bundle, load_backbone, load_exported
+
+    if not diffusers_folder(folder):
+        raise FileNotFoundError(f"{folder}: not a diffusers folder (no config.json in it, nor in its denoiser/, "
+                                "transformer/ or unet/ subfolder)")
+    spec = compile_spec(spec_path, None, []).spec
+    stages = {s.name: s for s in spec.stages}
+    if stage_name is not None and stage_name not in stages:
+        raise ValueError(f"--stage {stage_name}: {spec_path} has no such stage (stages: {', '.join(stages)})")
+    stage = stages[stage_name or spec.stages[-1].name]
+    model = spec.model.model_copy(update={"init": spec.model.init.model_copy(update={"path": None})})
+    bundle = build_bundle(model, seed=0, device=device)
+    if (folder / "denoiser").is_dir():
+        load_exported(bundle, folder)
+    else:
+        sub = next((s for s in ("transformer", "unet") if not (folder / "config.json").is_file()
+                    and (folder / s / "config.json").is_file()), None)
+        load_backbone(bundle.denoiser.net, model, folder, sub)
+    return model, stage, bundle
+
+
 def sample_command(args) -> int:
     from .data.classes import ClassNames
     from .distributed import SINGLE
@@ -44,12 +79,12 @@ def sample_command(args) -> int:
     from .sampling import SampleRequest, generate
 
     try:
-        stage_dir = find_stage_dir(Path(args.path))
-    except FileNotFoundError as exc:
-        print(f"flowspec sample: {exc}", file=sys.stderr)
-        return 2
-    model, stage, bundle = load_stage(stage_dir, SINGLE.device())
-    try:
+        if args.spec:
+            stage_dir = Path(args.path)
+            model, stage, bundle = load_folder(stage_dir, args.spec, args.stage, SINGLE.device())
+        else:
+            stage_dir = find_stage_dir(Path(args.path))
+            model, stage, bundle = load_stage(stage_dir, SINGLE.device())
         apply_adapters(bundle, [adapter_arg(value) for value in args.lora])
     except (FileNotFoundError, ValueError) as exc:
         print(f"flowspec sample: {exc}", file=sys.stderr)
@@ -58,7 +93,7 @@ def sample_command(args) -> int:
     toy = model.kind == "mlp"
     prompts = tuple(args.prompt) or (("",) if toy else tuple(samples.prompts))
     labels = None
-    classes = ClassNames.load(stage_dir / "model")
+    classes = ClassNames.load(stage_dir / "model") or ClassNames.load(stage_dir)
     if classes is not None:
         try:
             labels = classes.labels(prompts)

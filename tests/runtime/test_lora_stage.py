@@ -2,6 +2,7 @@
 the stage resumes bitwise after kill -9, exports the adapter with the base it was trained on, and a later
 stage starts from the base with the adapter merged in; an adapter is never applied to another base."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -158,6 +159,39 @@ def test_sample_with_an_adapter_scale_0_is_the_base_and_scale_1_the_lora_stage(f
     assert f"{adapt / 'model'} was trained on base " in capsys.readouterr().err
     assert main(["sample", str(pretrain), "--lora", str(tmp_path), "--out", str(tmp_path / "x.npy")]) == 2
     assert "no LoRA adapter there" in capsys.readouterr().err
+
+
+def test_sample_on_a_diffusers_folder_with_the_spec_that_describes_it(finished, tmp_path, capsys):
+    import numpy as np
+
+    from flowspec.cli import main
+
+    pretrain, adapt = stage_dir(finished, "toy", "pretrain"), stage_dir(finished, "toy", "adapt")
+    spec = str(finished / "spec.yaml")
+
+    def sample(path, *extra):
+        out = tmp_path / f"s{len(list(tmp_path.iterdir()))}.npy"
+        assert main(["sample", str(path), "--n", "64", "--out", str(out), *extra]) == 0, capsys.readouterr().err
+        return np.load(out)
+
+    base, own = sample(pretrain), sample(adapt)
+    plain = pretrain / "model" / "denoiser"  # what diffusers' save_pretrained writes, nothing of flowspec's
+    assert np.array_equal(sample(plain, "--spec", spec, "--stage", "pretrain"), base)
+    assert np.array_equal(sample(pretrain / "model", "--spec", spec, "--stage", "pretrain"), base)
+    pipeline = tmp_path / "pipeline"  # a pipeline's folder: the model in its transformer/ subfolder
+    shutil.copytree(plain, pipeline / "transformer")
+    assert np.array_equal(sample(pipeline, "--spec", spec, "--stage", "pretrain"), base)
+    assert np.array_equal(sample(plain, "--spec", spec, "--stage", "adapt", "--lora", f"{adapt}:0"), base)
+    assert np.array_equal(sample(plain, "--spec", spec, "--stage", "adapt", "--lora", f"{adapt}:1"), own)
+    assert np.array_equal(sample(pretrain / "model"), base)  # an exported model/ folder finds its stage
+    assert "warning" not in capsys.readouterr().err
+
+    assert main(["sample", str(plain), "--out", str(tmp_path / "x.npy")]) == 2
+    assert "a diffusers folder needs --spec SPEC" in capsys.readouterr().err
+    assert main(["sample", str(plain), "--spec", spec, "--stage", "nope", "--out", str(tmp_path / "x.npy")]) == 2
+    assert "--stage nope: " in capsys.readouterr().err
+    assert main(["sample", str(tmp_path), "--spec", spec, "--out", str(tmp_path / "x.npy")]) == 2
+    assert "not a diffusers folder" in capsys.readouterr().err
 
 
 def test_a_rank_above_a_targeted_layers_width_is_refused_at_the_lora_block(tmp_path):
