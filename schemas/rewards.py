@@ -1,24 +1,47 @@
 """Rewards, prompt enhancers and frozen vision encoders used by the preference and distillation stages."""
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from .base import Block, LocalPath, tagged
-
-TARGET_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+from .targets import TARGET_PATTERN, load_target, search_path
 
 
 # -------------------------------------------------------------------------------------- rewards
 class ShapesChecker(Block):
     differentiable: ClassVar[bool] = False
     kind: Literal["shapes_checker"] = Field("shapes_checker", description="Embedded procedural checker: count, colour, shape, position "
-                                            "of a generated image against its caption (GenEval-like, not differentiable).")
+                                            "of a generated image against its caption (GenEval-like, not differentiable). "
+                                            "The reward is the fraction of the caption's checks passed: 1 exactly when "
+                                            "the checker accepts the image.")
 
 
 class ShapesColor(Block):
     differentiable: ClassVar[bool] = True
     kind: Literal["shapes_color"] = Field("shapes_color", description="Differentiable soft agreement of the image's colours with the caption's.")
     temperature: float = Field(0.1, gt=0, description="Softness of the colour assignment.")
+
+
+class JpegCompressibility(Block):
+    differentiable: ClassVar[bool] = False
+    kind: Literal["jpeg_compressibility"] = Field("jpeg_compressibility", description="DDPO's classic: minus the "
+                                                  "image's JPEG size in kB (smaller files score higher).")
+    quality: int = Field(95, ge=1, le=100, description="JPEG quality of the encoding.")
+
+
+class JpegIncompressibility(Block):
+    differentiable: ClassVar[bool] = False
+    kind: Literal["jpeg_incompressibility"] = Field("jpeg_incompressibility", description="DDPO's classic: the image's "
+                                                    "JPEG size in kB (larger files score higher).")
+    quality: int = Field(95, ge=1, le=100, description="JPEG quality of the encoding.")
+
+
+class Toy2DRegion(Block):
+    differentiable: ClassVar[bool] = True
+    kind: Literal["toy2d_region"] = Field("toy2d_region", description="For 2-D points: minus the distance to a target "
+                                          "set, the union of discs (0 inside); differentiable, for fast exact checks.")
+    centers: list[tuple[float, float]] = Field(min_length=1, description="Centres of the target discs.")
+    radius: float = Field(0.5, ge=0, description="Radius of every disc.")
 
 
 class ClipScore(Block):
@@ -28,12 +51,25 @@ class ClipScore(Block):
 
 
 class ModuleReward(Block):
-    kind: Literal["module"] = Field("module", description="A user function 'package.module:function'(images, prompts) -> rewards.")
-    target: str = Field(pattern=TARGET_PATTERN, description="Import path 'package.module:function'.")
+    kind: Literal["module"] = Field("module", description="A user function 'package.module:function'(items, prompts) -> "
+                                    "one float per item: items are images (N, 3, H, W) in [-1, 1] or 2-D points (N, 2).")
+    target: str = Field(pattern=TARGET_PATTERN, description="Import path 'package.module:function' (looked up beside "
+                        "the spec file, then in the working directory, then on the import path).")
     differentiable: bool = Field(False, description="Whether gradients flow from the reward to the images.")
 
+    @field_validator("target")
+    @classmethod
+    def _importable(cls, target: str, info: ValidationInfo) -> str:
+        context = info.context or {}
+        if context.get("import_targets", True):
+            function = load_target(target, search_path(context.get("spec_dir")))
+            if not callable(function):
+                raise ValueError(f"'{target}' is not a function of (items, prompts): it is {type(function).__name__}")
+        return target
 
-Reward = tagged(ShapesChecker, ShapesColor, ClipScore, ModuleReward)
+
+Reward = tagged(ShapesChecker, ShapesColor, JpegCompressibility, JpegIncompressibility, Toy2DRegion, ClipScore,
+                ModuleReward)
 
 
 def is_differentiable(reward) -> bool:

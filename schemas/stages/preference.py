@@ -13,10 +13,15 @@ SHAPES_REWARDS = ("shapes_checker", "shapes_color")
 
 
 def reward_notes(reward, data, path: tuple) -> Iterator[Note]:
-    """A reward that scores against shapes captions needs shapes data."""
-    if reward.kind in SHAPES_REWARDS and data.source.kind != "shapes":
-        yield Note((*path, "kind"), f"{reward.kind} scores against shapes captions; this stage's data is "
-                   f"{data.source.kind}")
+    """A reward that scores against shapes captions needs shapes data; toy2d_region scores 2-D points, and
+    only it does (a plugin may score either)."""
+    source = data.source.kind
+    if reward.kind in SHAPES_REWARDS and source != "shapes":
+        yield Note((*path, "kind"), f"{reward.kind} scores against shapes captions; this stage's data is {source}")
+    elif reward.kind == "toy2d_region" and source != "toy2d":
+        yield Note((*path, "kind"), f"toy2d_region scores 2-D points; this stage's data is {source} (images)")
+    elif reward.kind not in ("toy2d_region", "module") and source == "toy2d":
+        yield Note((*path, "kind"), f"{reward.kind} scores images; this stage's data is toy2d (2-D points)")
 
 
 class RewardFeedback(StageBase):
