@@ -36,6 +36,24 @@ def grid_for(bundle: ModelBundle, timesteps_block, num_steps: int, height: int, 
     return shift_from_spec(timesteps_block.shift).inference_sigmas(num_steps, height, width, seq_len)
 
 
+def guided_velocity(bundle: ModelBundle, captions: list[str], labels: torch.Tensor | None,
+                    size: tuple[int, int] | None, cfg_scale: float):
+    """v(x, t) of the conditioned model, guided (one batched forward of conditional and empty condition)
+    when cfg_scale is not 1 and the model has a condition to drop."""
+    cond = make_condition(bundle, captions, labels, size)
+    guided = cfg_scale != 1.0 and (cond.text is not None or cond.class_labels is not None)
+    both = type(cond).cat(cond, empty_condition(bundle, len(captions), size)) if guided else cond
+
+    def velocity(x, t):
+        if not guided:
+            return bundle.denoiser.velocity(x, t, cond).float()
+        v = bundle.denoiser.velocity(torch.cat([x, x]), torch.cat([t, t]), both).float()
+        v_cond, v_uncond = v.chunk(2)
+        return cfg_velocity(v_cond, v_uncond, cfg_scale)
+
+    return velocity
+
+
 @torch.no_grad()
 def generate(bundle: ModelBundle, timesteps_block, request: SampleRequest) -> np.ndarray:
     """uint8 images (N, H, W, 3), or float points (N, 2) for the MLP; N = prompts x per_prompt, prompt-major."""
@@ -55,17 +73,7 @@ def generate(bundle: ModelBundle, timesteps_block, request: SampleRequest) -> np
     if request.class_labels is not None:
         labels = torch.tensor([c for c in request.class_labels for _ in range(request.per_prompt)])
     size = None if toy else (height, width)
-    cond = make_condition(bundle, captions, labels, size)
-    guided = request.cfg_scale != 1.0 and (cond.text is not None or cond.class_labels is not None)
-    both = type(cond).cat(cond, empty_condition(bundle, n, size)) if guided else cond
-
-    def velocity(x, t):
-        if not guided:
-            return bundle.denoiser.velocity(x, t, cond).float()
-        v = bundle.denoiser.velocity(torch.cat([x, x]), torch.cat([t, t]), both).float()
-        v_cond, v_uncond = v.chunk(2)
-        return cfg_velocity(v_cond, v_uncond, request.cfg_scale)
-
+    velocity = guided_velocity(bundle, captions, labels, size, request.cfg_scale)
     sigmas = grid_for(bundle, timesteps_block, request.num_steps, height, width).to(device)
     was_training = bundle.denoiser.training
     bundle.denoiser.eval()

@@ -1,16 +1,73 @@
-"""Reward feedback learning, ReFL (algorithms.md section 5): an ODE rollout without gradient down to a
-late step drawn from grad_steps, one step with gradient, the reward's ReLU(margin - r) x grad_scale,
-plus the flow-matching loss on real data at pretrain_loss_weight.
+"""Reward feedback learning, ReFL (algorithms.md section 5): an ODE rollout (Euler, guided as the stage's
+samples are) without gradient down to a late step j drawn from grad_steps, one step with gradient whose
+one-shot prediction x0_hat = x_t - t v is decoded and scored, and
 
-The objective lands with issue 13; its cost model is here so `flowspec plan` estimates the stage.
+    L = grad_scale * mean(ReLU(reward_margin - r(x0_hat, prompt))) + pretrain_loss_weight * FM(real data)
+
+The rollout's prompts are the captions of the stage's data batch, whose images feed the flow-matching
+term; the noise and j are functions of (seed, step, place in the global batch), as every draw.
 """
 from __future__ import annotations
 
-from .base import TRAIN_PASSES, Cost, register_cost
+import torch
+
+from ..core.randomness import SliceRandom
+from ..core.solvers import euler_step
+from ..sampling import grid_for, guided_velocity
+from .base import TRAIN_PASSES, Cost, register_objective
+from .flow_matching import FlowMatching
+
+ROLLOUT_STREAM = 0x5EF1  # the rollout's draws come from their own seed
 
 
-@register_cost("reward_feedback")
-def cost(stage, options=None) -> Cost:
-    rollout = stage.sampling_steps - 1  # forwards without gradient before the step that has one
-    real_data = TRAIN_PASSES if stage.pretrain_loss_weight > 0 else 0.0
-    return Cost(forwards_per_sample=rollout + TRAIN_PASSES + real_data)
+@register_objective("reward_feedback")
+class RewardFeedback(FlowMatching):
+    def __init__(self, ctx, options=None):
+        super().__init__(ctx, options)
+        self.stage, self.scorer = ctx.stage, ctx.reward
+        self.cfg_scale = ctx.stage.train.samples.cfg_scale
+        self.toy = ctx.bundle.denoiser.spec.kind == "mlp"
+
+    def __call__(self, step: int, micro: int):
+        batch = self.feed.batch(step, micro)
+        loss, metrics = self.reward_loss(batch, step)
+        if self.stage.pretrain_loss_weight > 0:
+            fm, fm_metrics = self.loss_on(batch, step, self.seed)
+            metrics.update(fm_metrics, fm_loss=fm.item())
+            loss = loss + self.stage.pretrain_loss_weight * fm
+        return loss, metrics
+
+    def reward_loss(self, batch, step: int):
+        stage, n = self.stage, len(batch.x)
+        rand = SliceRandom((self.seed + ROLLOUT_STREAM) % 2**63, step, batch.offset, n, batch.total or n)
+        noise = rand.randn("rollout", self.latent_shape(batch)).to(self.device)
+        lo, hi = stage.grad_steps
+        j = int(rand.draw("grad_step", lambda total, g: torch.randint(lo, hi + 1, (), generator=g)))
+        size = None if self.toy else (batch.height, batch.width)
+        labels = batch.class_labels.to(self.device) if batch.class_labels is not None else None
+        velocity = guided_velocity(self.bundle, batch.captions, labels, size, self.cfg_scale)
+        sigmas = grid_for(self.bundle, stage.timesteps, stage.sampling_steps, batch.height, batch.width).tolist()
+        x = noise
+        with torch.no_grad():
+            for i in range(j):
+                x = euler_step(velocity, x, sigmas[i], sigmas[i + 1])
+        t = sigmas[j]
+        x0_hat = x - t * velocity(x, torch.full((n,), t, device=x.device))  # the only forward with gradient
+        items = x0_hat if self.toy else self.bundle.codec.decode(x0_hat.float()).clamp(-1, 1)
+        reward = self.scorer(items, list(batch.captions), grad=True)
+        loss = stage.grad_scale * torch.relu(stage.reward_margin - reward).mean()
+        return loss, {"phase": batch.phase, "resolution": batch.height, "reward": reward.mean().item(),
+                      "reward_loss": loss.item(), "grad_step": j}
+
+    def latent_shape(self, batch) -> tuple[int, ...]:
+        spec = self.bundle.denoiser.spec
+        if self.toy:
+            return (len(batch.x), spec.latent_channels_expected())
+        factor = self.bundle.codec.factor
+        return (len(batch.x), spec.latent_channels_expected(), batch.height // factor, batch.width // factor)
+
+    @classmethod
+    def cost(cls, stage, options=None) -> Cost:
+        rollout = stage.sampling_steps - 1  # forwards without gradient before the step that has one
+        real_data = TRAIN_PASSES if stage.pretrain_loss_weight > 0 else 0.0
+        return Cost(forwards_per_sample=rollout + TRAIN_PASSES + real_data)

@@ -35,6 +35,7 @@ class StageContext:
     accumulation: int = 1
     instance_feed: Any = None  # instance_data: DreamBooth's subject batches, captioned with the instance prompt
     prior_images: Any = None  # generate_prior: DreamBooth's class images, (N, 3, H, W) in [-1, 1]
+    reward: Any = None  # reward: the stage's reward Scorer (runtime/rewards)
     classes: Any = None  # data: a class-conditional model's ClassNames (runtime/data/classes.py)
     repa: list = field(default_factory=list)  # vision_encoder: one RepaLoss per aux_losses entry
     caches: list = field(default_factory=list)  # content-keyed caches to flush at checkpoints

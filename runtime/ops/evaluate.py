@@ -55,11 +55,34 @@ def evaluate_shapes(ctx: StageContext) -> dict:
 METRICS = {"toy2d": evaluate_toy2d, "shapes_checker": evaluate_shapes}
 
 
+def reward_on_eval(ctx: StageContext) -> dict:
+    """The stage's reward on fixed prompts and seeds (the evaluation's: 2-D points from the empty prompt,
+    held-out captions on shapes, train.samples' prompts otherwise): its mean and std over the items."""
+    source = ctx.stage.data.source.kind
+    if source == "toy2d":
+        prompts, per_prompt = [""], EVAL_SAMPLES_2D
+    elif source == "shapes":
+        from ..data.shapes import eval_captions
+
+        band = (1, 1) if ctx.classes is not None else tuple(ctx.stage.data.curriculum[-1].complexity)
+        prompts, per_prompt = eval_captions(ctx.seed, EVAL_CAPTIONS, band), 1
+    else:
+        prompts, per_prompt = list(ctx.stage.train.samples.prompts), ctx.stage.train.samples.per_prompt
+    out = torch.from_numpy(generate(ctx.bundle, ctx.stage.timesteps, request(ctx, prompts, per_prompt, seed=4321)))
+    items = out.float() if source == "toy2d" else out.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    scores = ctx.reward(items, [p for p in prompts for _ in range(per_prompt)])
+    return {"mean": scores.mean().item(), "std": scores.std(unbiased=False).item(), "items": len(scores)}
+
+
 @op("evaluate", main_only=True)
 def evaluate(ctx: StageContext, params: dict) -> None:
     from .train import isolated
 
     with ctx.weights_for_export():
         results = isolated(METRICS[params["metric"]])(ctx)
+        if ctx.reward is not None:
+            results["reward"] = isolated(reward_on_eval)(ctx)
+            if "reward_start" in ctx.results:
+                results["reward_start"] = ctx.results.pop("reward_start")
     (ctx.run_dir / "eval.json").write_text(json.dumps(results, indent=2))
     ctx.results["eval"] = results
