@@ -1,6 +1,7 @@
 """Reward feedback learning, ReFL (algorithms.md section 5): an ODE rollout (Euler, guided as the stage's
 samples are) without gradient down to a late step j drawn from grad_steps, one step with gradient whose
-one-shot prediction x0_hat = x_t - t v is decoded and scored, and
+one-shot prediction x0_hat = x_t - t v is decoded and scored (with backprop_steps K > 1, the gradient flows
+through the K steps ending at j: truncated backpropagation, DRaFT-K when j is the last step), and
 
     L = grad_scale * mean(ReLU(reward_margin - r(x0_hat, prompt))) + pretrain_loss_weight * FM(real data)
 
@@ -47,12 +48,14 @@ class RewardFeedback(FlowMatching):
         labels = batch.class_labels.to(self.device) if batch.class_labels is not None else None
         velocity = guided_velocity(self.bundle, batch.captions, labels, size, self.cfg_scale)
         sigmas = grid_for(self.bundle, stage.timesteps, stage.sampling_steps, batch.height, batch.width).tolist()
-        x = noise
+        x, first = noise, j + 1 - stage.backprop_steps  # steps first..j carry gradient
         with torch.no_grad():
-            for i in range(j):
+            for i in range(first):
                 x = euler_step(velocity, x, sigmas[i], sigmas[i + 1])
+        for i in range(first, j):
+            x = euler_step(velocity, x, sigmas[i], sigmas[i + 1])
         t = sigmas[j]
-        x0_hat = x - t * velocity(x, torch.full((n,), t, device=x.device))  # the only forward with gradient
+        x0_hat = x - t * velocity(x, torch.full((n,), t, device=x.device))
         items = x0_hat if self.toy else self.bundle.codec.decode(x0_hat.float()).clamp(-1, 1)
         reward = self.scorer(items, list(batch.captions), grad=True)
         loss = stage.grad_scale * torch.relu(stage.reward_margin - reward).mean()
@@ -68,6 +71,9 @@ class RewardFeedback(FlowMatching):
 
     @classmethod
     def cost(cls, stage, options=None) -> Cost:
-        rollout = stage.sampling_steps - 1  # forwards without gradient before the step that has one
+        lo, hi = stage.grad_steps
+        cfg = 2 if stage.train.samples.cfg_scale != 1.0 else 1  # guided: one forward of each condition
+        graded = stage.backprop_steps  # forwards with gradient, ending at the drawn step
+        rollout = (lo + hi) / 2 + 1 - graded  # forwards without gradient before them, on average
         real_data = TRAIN_PASSES if stage.pretrain_loss_weight > 0 else 0.0
-        return Cost(forwards_per_sample=rollout + TRAIN_PASSES + real_data)
+        return Cost(forwards_per_sample=cfg * (rollout + graded * TRAIN_PASSES) + real_data)

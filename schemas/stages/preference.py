@@ -33,6 +33,8 @@ class RewardFeedback(StageBase):
     reward: Reward = Field(description="Reward model; must be differentiable.")
     sampling_steps: int = Field(40, gt=1, description="Steps of the rollout sampler.")
     grad_steps: tuple[int, int] = Field((30, 39), description="The step with gradient is drawn uniformly from this range (0-based).")
+    backprop_steps: int = Field(1, ge=1, description="Truncated backpropagation: the gradient flows through this many "
+                                "sampler steps, ending at the drawn step (1: ReFL; grad_steps at the last step: DRaFT-K).")
     grad_scale: float = Field(1e-3, gt=0, description="Loss scale of the reward term.")
     reward_margin: float = Field(2.0, description="Loss is ReLU(margin - reward).")
     pretrain_loss_weight: float = Field(1.0, ge=0, description="Weight of the interleaved flow-matching loss on real data.")
@@ -42,6 +44,9 @@ class RewardFeedback(StageBase):
         lo, hi = self.grad_steps
         if not 0 <= lo <= hi < self.sampling_steps:
             raise ValueError(f"grad_steps [{lo}, {hi}] must lie within 0..{self.sampling_steps - 1}")
+        if self.backprop_steps > lo + 1:
+            raise ValueError(f"backprop_steps {self.backprop_steps} reaches before the first step when the drawn step "
+                             f"is {lo}: at most {lo + 1}")
         return self
 
     def extra_ops(self) -> Iterator[OpSpec]:

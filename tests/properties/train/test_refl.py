@@ -77,15 +77,19 @@ def count_grad_forwards(refl: RewardFeedback) -> list[bool]:
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=seeds, step=st.integers(0, 1000))
-def test_one_forward_carries_gradient_at_a_step_drawn_from_grad_steps(stage, seed, step):
-    refl = objective(stage, seed % 1000)
+@given(seed=seeds, step=st.integers(0, 1000), backprop=st.integers(1, 3))
+def test_the_last_backprop_steps_forwards_carry_gradient_ending_at_a_step_drawn_from_grad_steps(stage, seed, step,
+                                                                                                 backprop):
+    refl = objective(stage, seed % 1000, backprop_steps=backprop)
     calls = count_grad_forwards(refl)
     loss, metrics = refl.reward_loss(refl.feed.batch(step, 0), step)
     j = metrics["grad_step"]
-    assert 2 <= j <= 5 and calls == [False] * j + [True]
+    assert 2 <= j <= 5 and calls == [False] * (j + 1 - backprop) + [True] * backprop
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in refl.bundle.denoiser.parameters())
+    # the plan's cost is these forwards (a backward counts 2) averaged over the drawn step, plus the real-data term
+    counted = sum(j + 1 - backprop + 3 * backprop for j in range(2, 6)) / 4 + 3
+    assert RewardFeedback.cost(refl.stage).forwards_per_sample == counted
 
 
 @settings(max_examples=10, deadline=None)
@@ -118,3 +122,14 @@ def test_no_loss_and_no_gradient_once_every_reward_reaches_the_margin(stage, see
     assert metrics["reward"] > margin and loss.item() == 0.0
     loss.backward()
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in refl.bundle.denoiser.parameters())
+
+
+def test_backprop_steps_reaching_before_the_first_step_is_refused(tmp_path):
+    from flowspec.compiler import SpecError
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(SPEC.replace("grad_steps: [2, 5],", "grad_steps: [2, 5], backprop_steps: 4,"))
+    with pytest.raises(SpecError, match="backprop_steps 4 reaches before the first step when the drawn step is 2: at most 3"):
+        compile_spec(str(path))
+    path.write_text(SPEC.replace("grad_steps: [2, 5],", "grad_steps: [2, 5], backprop_steps: 3,"))
+    assert compile_spec(str(path)).spec.stages[1].backprop_steps == 3
