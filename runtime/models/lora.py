@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -54,6 +55,20 @@ def is_adapter_parameter(name: str) -> bool:
 
 def has_lora(bundle: ModelBundle) -> bool:
     return any(isinstance(m, BaseTunerLayer) for m in bundle.denoiser.net.modules())
+
+
+@contextmanager
+def adapters_disabled(bundle: ModelBundle):
+    """The frozen base's forward while inside (a preference stage's reference policy, for free); peft's
+    own switch, which also gives the adapters their requires_grad back on the way out."""
+    layers = [m for m in bundle.denoiser.net.modules() if isinstance(m, BaseTunerLayer)]
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
 
 
 def attach_lora(bundle: ModelBundle, block) -> int:

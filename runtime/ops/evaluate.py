@@ -22,7 +22,7 @@ def evaluate_toy2d(ctx: StageContext) -> dict:
 
     distribution = ctx.stage.data.source.distribution
     samples = torch.from_numpy(generate(ctx.bundle, ctx.stage.timesteps,
-                                        request(ctx, [""], EVAL_SAMPLES_2D, seed=12345))).float()
+                                        request(ctx, [""], EVAL_SAMPLES_2D, seed=12345, evaluation=True))).float()
     fresh = sample_toy2d(distribution, EVAL_SAMPLES_2D, torch.Generator().manual_seed(777))
     floor = baseline(lambda n, g: sample_toy2d(distribution, n, g), EVAL_SAMPLES_2D, seed=778)
     results = {"sliced_wasserstein": sliced_wasserstein(samples, fresh, generator=torch.Generator().manual_seed(0)),
@@ -43,7 +43,7 @@ def evaluate_shapes(ctx: StageContext) -> dict:
     if ctx.classes is not None:
         band = (1, 1)  # a class-conditional model is told a colour and a shape only: one caption per class
     captions = eval_captions(ctx.seed, EVAL_CAPTIONS, band)
-    images = generate(ctx.bundle, ctx.stage.timesteps, request(ctx, captions, 1, seed=4321))
+    images = generate(ctx.bundle, ctx.stage.timesteps, request(ctx, captions, 1, seed=4321, evaluation=True))
     results = {"checker_accuracy": accuracy(list(images), captions),
                "checker_attributes": attribute_accuracy(list(images), captions),
                "chance": chance_accuracy(band), "complexity": list(band), "num_captions": len(captions)}
@@ -68,7 +68,7 @@ def reward_on_eval(ctx: StageContext) -> dict:
         prompts, per_prompt = eval_captions(ctx.seed, EVAL_CAPTIONS, band), 1
     else:
         prompts, per_prompt = list(ctx.stage.train.samples.prompts), ctx.stage.train.samples.per_prompt
-    out = torch.from_numpy(generate(ctx.bundle, ctx.stage.timesteps, request(ctx, prompts, per_prompt, seed=4321)))
+    out = torch.from_numpy(generate(ctx.bundle, ctx.stage.timesteps, request(ctx, prompts, per_prompt, seed=4321, evaluation=True)))
     items = out.float() if source == "toy2d" else out.permute(0, 3, 1, 2).float() / 127.5 - 1.0
     scores = ctx.reward(items, [p for p in prompts for _ in range(per_prompt)])
     return {"mean": scores.mean().item(), "std": scores.std(unbiased=False).item(), "items": len(scores)}

@@ -6,10 +6,13 @@ from . import op
 from .context import StageContext
 
 
-def request(ctx: StageContext, prompts, per_prompt: int, seed: int) -> SampleRequest:
+def request(ctx: StageContext, prompts, per_prompt: int, seed: int, evaluation: bool = False) -> SampleRequest:
+    """Samples as train.samples draws them; for the evaluation, with the stage's own eval_steps where it
+    has them (Flow-GRPO trains on few SDE steps and is judged on many ODE steps)."""
     samples, phase = ctx.stage.train.samples, ctx.stage.data.curriculum[-1]
     labels = ctx.classes.labels(prompts) if ctx.classes is not None else None
-    return SampleRequest(prompts=tuple(prompts), per_prompt=per_prompt, seed=seed, num_steps=samples.num_steps,
+    steps = getattr(ctx.stage, "eval_steps", None) if evaluation else None
+    return SampleRequest(prompts=tuple(prompts), per_prompt=per_prompt, seed=seed, num_steps=steps or samples.num_steps,
                          solver=samples.solver, cfg_scale=samples.cfg_scale, resolution=phase.resolution,
                          class_labels=labels)
 

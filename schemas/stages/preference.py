@@ -69,7 +69,8 @@ class FlowGRPO(StageBase):
     kind: Literal["flow_grpo"] = Field("flow_grpo", description="Flow-GRPO: group-relative policy optimisation over SDE rollouts.")
     reward: Reward = Field(description="Reward model (differentiability not needed).")
     group_size: int = Field(24, ge=2, description="Images per prompt (G).")
-    noise_level: float = Field(0.7, ge=0, description="SDE noise level a: sigma_t = a sqrt(t / (1 - t)).")
+    noise_level: float = Field(0.7, gt=0, description="SDE noise level a: sigma_t = a sqrt(t / (1 - t)) (above 0: at 0 "
+                               "the step is the ODE's, with no probability to take a ratio of).")
     clip_range: float = Field(1e-4, gt=0, description="PPO ratio clip epsilon.")
     kl_beta: float = Field(0.04, ge=0, description="Weight of the KL to the reference policy.")
     kl_form: Literal["per_dim", "exact"] = Field(
@@ -81,6 +82,10 @@ class FlowGRPO(StageBase):
     eval_steps: int = Field(40, gt=1, description="ODE steps for evaluation samples.")
     timestep_fraction: float = Field(0.99, gt=0, le=1, description="Train on the first floor(fraction x steps) steps.")
     cfg_scale: float = Field(4.5, ge=0, description="Guidance scale of the policy during rollouts.")
+    inner_epochs: int = Field(1, ge=1, description="Optimizer steps taken on each batch of rollouts (the first "
+                              "of them samples the rollouts with the policy of that moment, the old policy).")
+    shared_noise: bool = Field(False, description="The G images of a group start from the same noise "
+                               "(DanceGRPO); false: independent noise.")
 
     def extra_ops(self) -> Iterator[OpSpec]:
         yield from super().extra_ops()
