@@ -102,10 +102,8 @@ def test_run_refuses_kinds_without_a_runtime_before_running_anything(tmp_path, r
     code, out, err = run_cli("run", str(spec), "--profile", "smoke", cwd=tmp_path)
     assert code == 2 and "Traceback" not in err
     lines = text.splitlines()
-    dpo_kind = lines.index("    kind: diffusion_dpo") + 1  # the train op of a stage comes from its `kind` line
-    pairs = next(i for i, line in enumerate(lines, 1) if line.startswith("    pairs:"))
-    assert f"{spec}:{dpo_kind}:5: stages.dpo: train: no runtime for objective 'diffusion_dpo'" in err
-    assert f"{spec}:{pairs}:5: stages.dpo: pairs: no runtime for op 'pairs'" in err
+    lcm_kind = lines.index("    kind: consistency_distill") + 1  # the train op of a stage comes from its `kind` line
+    assert f"{spec}:{lcm_kind}:5: stages.lcm: train: no runtime for objective 'consistency_distill'" in err
     assert not (tmp_path / "runs").exists()
 
 

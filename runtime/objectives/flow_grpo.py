@@ -23,7 +23,7 @@ from ...schemas.buckets import bucket_sides
 from ..core.grpo import (clipped_objective, group_advantages, sde_sigma, sde_step_mean, sde_step_std, step_kl,
                          step_log_prob)
 from ..core.randomness import SliceRandom
-from ..models.lora import adapters_disabled, has_lora
+from ..models.lora import adapters_disabled, fingerprint, has_lora
 from ..sampling import grid_for, guided_velocity, latent_multiple
 from .base import TRAIN_PASSES, Cost, Objective, register_objective
 
@@ -86,6 +86,8 @@ class FlowGRPO(Objective):
         self.sigmas = grid_for(ctx.bundle, stage.timesteps, stage.sampling_steps, self.height, self.width).tolist()
         self.trained = int(stage.timestep_fraction * stage.sampling_steps)
         self.reference = self.reference_bundle() if stage.kl_beta > 0 else None
+        if stage.kl_beta > 0:  # pinned in every checkpoint: a resume never moves the reference
+            ctx.reference_hash = ctx.base_hash if self.reference is None else fingerprint(self.reference)
         trainable = ctx.bundle.trainable_modules()
         self.old_policy = OldPolicy(trainable) if stage.inner_epochs > 1 else None
         self.rollouts, self.batch_index = [], -1

@@ -36,6 +36,9 @@ class StageContext:
     instance_feed: Any = None  # instance_data: DreamBooth's subject batches, captioned with the instance prompt
     prior_images: Any = None  # generate_prior: DreamBooth's class images, (N, 3, H, W) in [-1, 1]
     reward: Any = None  # reward: the stage's reward Scorer (runtime/rewards)
+    reference: Any = None  # load_reference: the frozen reference bundle (None: the start with LoRA switched off)
+    reference_hash: str | None = None  # its fingerprint, pinned in every checkpoint
+    pairs: Any = None  # pairs: Diffusion-DPO's preference pairs (runtime/data/pairs.py)
     classes: Any = None  # data: a class-conditional model's ClassNames (runtime/data/classes.py)
     repa: list = field(default_factory=list)  # vision_encoder: one RepaLoss per aux_losses entry
     caches: list = field(default_factory=list)  # content-keyed caches to flush at checkpoints

@@ -33,8 +33,8 @@ def train(ctx: StageContext, params: dict) -> None:
               "emulated and slower than fp32: set train.precision: fp32 on this machine", flush=True)
     try:
         ctx.trainer.run()
-    except BaseChanged as exc:  # the start's weights changed under an unfinished LoRA stage: say where it starts
-        raise SpecError([Issue(Location.parse(ctx.stage_plan.loc), f"stages.{ctx.stage.name}.from",
+    except BaseChanged as exc:  # a frozen start or reference changed under an unfinished stage: say which
+        raise SpecError([Issue(Location.parse(ctx.stage_plan.loc), f"stages.{ctx.stage.name}.{exc.field}",
                                f"{exc}; start it afresh with --fresh")]) from None
     if ctx.dist.main:
         log_final_report(ctx)
@@ -50,7 +50,8 @@ def loop_config(ctx: StageContext) -> LoopConfig:
                       label=ctx.label, device=ctx.device, precision=train.precision, log_every=train.log_every,
                       checkpoint_every=train.checkpoint.every, checkpoint_minutes=train.checkpoint.every_minutes,
                       checkpoint_keep=train.checkpoint.keep, samples_every=train.samples.every,
-                      max_grad_norm=train.max_grad_norm, frozen_base=ctx.base_hash)
+                      max_grad_norm=train.max_grad_norm, frozen_base=ctx.base_hash,
+                      frozen_reference=ctx.reference_hash)
 
 
 def start_wandb(ctx: StageContext, hooks: LoopHooks):

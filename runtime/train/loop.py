@@ -27,7 +27,12 @@ class TrainingDiverged(RuntimeError):
 
 
 class BaseChanged(RuntimeError):
-    """A LoRA stage's checkpoint was trained on another frozen base than the one this run loaded."""
+    """A checkpoint was trained on another frozen base (LoRA) or reference policy than this run loaded;
+    `field` is the stage's key that names it."""
+
+    def __init__(self, message: str, field: str = "from"):
+        super().__init__(message)
+        self.field = field
 
 
 class Preempted(Exception):
@@ -59,6 +64,7 @@ class LoopConfig:
     checkpoint_keep: int = 2
     samples_every: int = 500
     frozen_base: str | None = None  # under LoRA, the base's hash: checkpoints hold only what trains
+    frozen_reference: str | None = None  # a preference stage's reference policy's hash: a resume never moves it
     max_grad_norm: float | None = 1.0
 
 
@@ -94,7 +100,7 @@ class Trainer:
     # ------------------------------------------------------------------------------- state
     def state(self) -> dict:
         return {"step": self.step, "modules": {n: trained_state(m) for n, m in self.modules.items()},
-                "frozen_base": self.config.frozen_base,
+                "frozen_base": self.config.frozen_base, "frozen_reference": self.config.frozen_reference,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema else None, "rng": capture_rng()}
 
@@ -106,6 +112,10 @@ class Trainer:
         if state.get("frozen_base") != self.config.frozen_base:
             raise BaseChanged(f"{path} was trained on frozen base {state.get('frozen_base')}, but this run loaded base "
                              f"{self.config.frozen_base}: the stage's starting weights changed under it")
+        if state.get("frozen_reference") != self.config.frozen_reference:
+            raise BaseChanged(f"{path} was trained against reference {state.get('frozen_reference')}, but this run "
+                             f"loaded reference {self.config.frozen_reference}: the reference changed under it",
+                              field="reference")
         for name, module in self.modules.items():
             load_trained_state(module, state["modules"][name], path)
         self.optimizer.load_state_dict(state["optimizer"])
