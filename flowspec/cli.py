@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cfg-scale", type=float, help="guidance scale (default: the stage's)")
     p.add_argument("--solver", choices=["euler", "heun"], help="ODE solver (default: the stage's)")
+    p.add_argument("--no-enhance", action="store_true",
+                   help="give the model the prompts as written, not rewritten by the stage's prompt_enhancer")
     p.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
                    help="merge a LoRA stage's adapter, scaled (default 1), into the weights first (repeatable)")
     p.add_argument("--out", required=True, help="output file: .png (grid) or .npy")

@@ -100,7 +100,11 @@ def sample_command(args) -> int:
         except ValueError as exc:
             print(f"flowspec sample: {exc}", file=sys.stderr)
             return 2
-    request = SampleRequest(prompts=prompts, per_prompt=args.n, seed=args.seed, num_steps=args.steps or samples.num_steps,
+    given = prompts
+    if stage.prompt_enhancer is not None and not args.no_enhance:
+        given = enhanced(stage, bundle, prompts, args.seed)
+        print(f"prompt enhancer {stage.prompt_enhancer.kind}: {prompts[0]!r} -> {given[0]!r}")
+    request = SampleRequest(prompts=tuple(given), per_prompt=args.n, seed=args.seed, num_steps=args.steps or samples.num_steps,
                             solver=args.solver or samples.solver, resolution=stage.data.curriculum[-1].resolution,
                             cfg_scale=samples.cfg_scale if args.cfg_scale is None else args.cfg_scale, class_labels=labels)
     out = generate(bundle, stage.timesteps, request)
@@ -113,6 +117,16 @@ def sample_command(args) -> int:
         image_grid(list(out), rows=len(prompts), cols=args.n, path=target, row_labels=list(prompts))
     print(f"wrote {target} ({len(out)} samples from {stage_dir}, {replace(request, prompts=prompts[:3])})")
     return 0
+
+
+def enhanced(stage, bundle, prompts, seed: int) -> tuple[str, ...]:
+    """The stage's prompt enhancer on the prompts, as the stage applied it (its vocabulary learned from the
+    captions of its data, with the stage's seed when the spec names one, else 0)."""
+    from .enhance import build_enhancer
+    from .ops.enhance import stream_captions
+
+    enhancer = build_enhancer(stage.prompt_enhancer, lambda n: stream_captions(stage, bundle, stage.seed or 0, n))
+    return tuple(enhancer(list(prompts), seed))
 
 
 def adapter_arg(value: str) -> tuple[Path, float]:

@@ -86,12 +86,32 @@ class TemplateEnhancer(Block):
     template: str = Field(description="jinja2 template; variables: prompt, seed.")
 
 
+class VocabularyEnhancer(Block):
+    kind: Literal["vocabulary"] = Field("vocabulary", description="Rewrites a short prompt into the caption style of "
+                                        "the training data: a caption of the stage's data holding every word of the "
+                                        "prompt, drawn by (prompt, seed); e.g. 'a circle' -> 'a small red circle at "
+                                        "the top left'. A prompt no caption covers passes unchanged.")
+    captions: int = Field(2000, gt=0, description="How many of the data's captions (in the order it feeds them) it "
+                          "learns the style from.")
+
+
 class ModuleEnhancer(Block):
     kind: Literal["module"] = Field("module", description="A user function 'package.module:function'(prompt, seed) -> prompt.")
-    target: str = Field(pattern=TARGET_PATTERN, description="Import path 'package.module:function'.")
+    target: str = Field(pattern=TARGET_PATTERN, description="Import path 'package.module:function' (looked up beside "
+                        "the spec file, then in the working directory, then on the import path).")
+
+    @field_validator("target")
+    @classmethod
+    def _importable(cls, target: str, info: ValidationInfo) -> str:
+        context = info.context or {}
+        if context.get("import_targets", True):
+            function = load_target(target, search_path(context.get("spec_dir")))
+            if not callable(function):
+                raise ValueError(f"'{target}' is not a function of (prompt, seed): it is {type(function).__name__}")
+        return target
 
 
-PromptEnhancer = tagged(IdentityEnhancer, TemplateEnhancer, ModuleEnhancer)
+PromptEnhancer = tagged(IdentityEnhancer, TemplateEnhancer, VocabularyEnhancer, ModuleEnhancer)
 
 
 # ------------------------------------------------------------------------------ vision encoders

@@ -32,8 +32,9 @@ ROLLOUT_STREAM = 0x6A09  # the rollouts' draws come from their own seed
 
 @dataclasses.dataclass
 class Rollout:
-    """One micro-batch's rollouts: the states x_0 (noise) .. x_S, the old policy's log-probabilities of
-    each step (S, n), the rewards and advantages (n,)."""
+    """One micro-batch's rollouts: the prompts the model read (enhanced, if the stage has an enhancer; the
+    rewards read the originals), the states x_0 (noise) .. x_S, the old policy's log-probabilities of each
+    step (S, n), the rewards and advantages (n,)."""
     prompts: list[str]
     states: list[Tensor]
     old_log_probs: Tensor
@@ -78,7 +79,7 @@ class FlowGRPO(Objective):
         super().__init__(ctx, options)
         stage = self.stage = ctx.stage
         self.bundle, self.feed, self.device, self.seed, self.dist = ctx.bundle, ctx.feed, ctx.device, ctx.seed, ctx.dist
-        self.scorer, self.classes = ctx.reward, ctx.classes
+        self.scorer, self.classes, self.enhancer = ctx.reward, ctx.classes, ctx.enhancer
         self.toy = ctx.bundle.denoiser.spec.kind == "mlp"
         multiple = 1 if self.toy else latent_multiple(ctx.bundle)
         resolution = stage.data.curriculum[-1].resolution
@@ -154,7 +155,8 @@ class FlowGRPO(Objective):
         noise = rand.draw("noise", lambda count, g: torch.randn((count, *shape[1:]), generator=g))  # global batch
         x = noise[[(i // G) * G if stage.shared_noise else i for i in rows]].to(self.device)
         mine = [prompts[i] for i in rows]
-        velocity = self.velocity(self.bundle, mine)
+        given = self.enhancer(mine, self.seed + step) if self.enhancer is not None else mine  # what the model reads
+        velocity = self.velocity(self.bundle, given)
         states, log_probs = [x], []
         for i in range(stage.sampling_steps):
             mean, std = self.step_gaussian(velocity, x, i)
@@ -162,7 +164,7 @@ class FlowGRPO(Objective):
             states.append(x)
             log_probs.append(step_log_prob(x, mean, std))
         items = x if self.toy else self.bundle.codec.decode(x.float()).clamp(-1, 1)
-        return Rollout(mine, states, torch.stack(log_probs), self.scorer(items, mine), batch.offset, total)
+        return Rollout(given, states, torch.stack(log_probs), self.scorer(items, mine), batch.offset, total)
 
     def velocity(self, bundle, prompts: list[str]):
         labels = self.classes.labels(prompts) if self.classes is not None else None

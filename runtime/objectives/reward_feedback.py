@@ -5,8 +5,8 @@ through the K steps ending at j: truncated backpropagation, DRaFT-K when j is th
 
     L = grad_scale * mean(ReLU(reward_margin - r(x0_hat, prompt))) + pretrain_loss_weight * FM(real data)
 
-The rollout's prompts are the captions of the stage's data batch, whose images feed the flow-matching
-term; the noise and j are functions of (seed, step, place in the global batch), as every draw.
+The rollout's prompts are the captions of the stage's data batch (rewritten by the stage's prompt enhancer,
+if any, for the model; the reward reads the captions), whose images feed the flow-matching term; the noise and j are functions of (seed, step, place in the global batch), as every draw.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ ROLLOUT_STREAM = 0x5EF1  # the rollout's draws come from their own seed
 class RewardFeedback(FlowMatching):
     def __init__(self, ctx, options=None):
         super().__init__(ctx, options)
-        self.stage, self.scorer = ctx.stage, ctx.reward
+        self.stage, self.scorer, self.enhancer = ctx.stage, ctx.reward, ctx.enhancer
         self.cfg_scale = ctx.stage.train.samples.cfg_scale
         self.toy = ctx.bundle.denoiser.spec.kind == "mlp"
 
@@ -46,7 +46,8 @@ class RewardFeedback(FlowMatching):
         j = int(rand.draw("grad_step", lambda total, g: torch.randint(lo, hi + 1, (), generator=g)))
         size = None if self.toy else (batch.height, batch.width)
         labels = batch.class_labels.to(self.device) if batch.class_labels is not None else None
-        velocity = guided_velocity(self.bundle, batch.captions, labels, size, self.cfg_scale)
+        given = self.enhancer(list(batch.captions), self.seed + step) if self.enhancer else batch.captions
+        velocity = guided_velocity(self.bundle, given, labels, size, self.cfg_scale)  # scored on the captions
         sigmas = grid_for(self.bundle, stage.timesteps, stage.sampling_steps, batch.height, batch.width).tolist()
         x, first = noise, j + 1 - stage.backprop_steps  # steps first..j carry gradient
         with torch.no_grad():

@@ -8,11 +8,11 @@ from pathlib import Path
 from ...compiler import Issue, Location, SpecError
 from ..data.pairs import PAIRS_CACHE, generate_pairs, pairs_key, read_jsonl
 from ..data.sources import DataError
-from ..data.stream import BatchStream
 from ..models.lora import fingerprint
-from ..sampling import SampleRequest, generate, latent_multiple
+from ..sampling import SampleRequest, generate
 from . import op
 from .context import StageContext
+from .enhance import conditioning, data_prompts
 from .reward import use_reward
 
 
@@ -31,8 +31,9 @@ def pairs(ctx: StageContext, params: dict) -> None:
 
 
 def generated(ctx: StageContext, resolution: int):
-    """num_pairs prompts from the stage's data (its captions in order), two samples each by the frozen start,
-    ranked by the pairs' reward; cached by everything that makes them."""
+    """num_pairs prompts from the stage's data (its captions in order), two samples each by the frozen start
+    (from the enhanced prompts under a prompt_enhancer), ranked by the pairs' reward against the original
+    prompts; cached by everything that makes them."""
     from .train import isolated
 
     stage, block = ctx.stage, ctx.stage.pairs
@@ -42,25 +43,13 @@ def generated(ctx: StageContext, resolution: int):
                          cfg_scale=samples.cfg_scale, resolution=resolution)
     scorer = use_reward(ctx, block.reward)  # also what `evaluate` scores the trained model with
     identity = {"base": ctx.base_hash or fingerprint(ctx.bundle), "request": dataclasses.asdict(base),
-                "reward": scorer.identity, "prompts": prompts, "seed": ctx.seed,
+                "reward": scorer.identity, "prompts": prompts, "seed": ctx.seed, "given": conditioning(ctx, prompts),
                 "timesteps": stage.timesteps.model_dump(mode="json")}
     folder = Path(stage.data.cache.dir) / PAIRS_CACHE / pairs_key(identity)
 
     def sample(chunk, index):  # an adapter attached before this op is still zero: the frozen start samples
-        request = dataclasses.replace(base, prompts=tuple(chunk), seed=ctx.seed + index)
+        request = dataclasses.replace(base, prompts=tuple(conditioning(ctx, chunk)), seed=ctx.seed + index)
         return isolated(generate)(ctx.bundle, stage.timesteps, request)
 
     return generate_pairs(folder, prompts, sample, scorer, main=ctx.dist.main, barrier=ctx.dist.barrier,
                           log=lambda line: print(f"[{ctx.label}] {line}", flush=True))
-
-
-def data_prompts(ctx: StageContext, count: int) -> list[str]:
-    """The first `count` captions of the stage's data, in the order of its global batches."""
-    stage = ctx.stage
-    multiple = 1 if ctx.bundle.denoiser.spec.kind == "mlp" else latent_multiple(ctx.bundle)
-    stream = BatchStream(stage.data, ctx.seed, stage.train.global_batch, 1, multiple)
-    prompts, step = [], 0
-    while len(prompts) < count:
-        prompts += stream.batch(step, 0).captions
-        step += 1
-    return prompts[:count]

@@ -44,6 +44,7 @@ LORA = """\
     optimizer: {lr: 1.0e-2}
     lora: {rank: 2, targets: all-linear}
     train: {log_every: 1}
+    prompt_enhancer: {kind: template, template: "{{ prompt }}a point"}
 """
 
 
@@ -57,7 +58,16 @@ def finished(tmp_path_factory):
     write_spec(folder, BASE + GRPO + LORA)
     out = flowspec("run", "spec.yaml", cwd=folder)
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "[grpo_lora] prompt enhancer template: '' -> 'a point'" in out.stdout
     return folder
+
+
+def test_flowspec_sample_applies_the_stages_prompt_enhancer_unless_told_not_to(finished, tmp_path):
+    stage = str(stage_dir(finished, "toy", "grpo_lora"))
+    out = flowspec("sample", stage, "--out", str(tmp_path / "a.npy"), cwd=finished)
+    assert out.returncode == 0 and "prompt enhancer template: '' -> 'a point'" in out.stdout
+    out = flowspec("sample", stage, "--no-enhance", "--out", str(tmp_path / "b.npy"), cwd=finished)
+    assert out.returncode == 0 and "prompt enhancer" not in out.stdout
 
 
 @pytest.mark.parametrize("stage", ["grpo", "grpo_lora"])
