@@ -26,7 +26,8 @@ stages:
      instance_prompt: a sks shape, prior: {class_prompt: a shape}}
   - {name: reward_feedback, kind: reward_feedback, from: finetune, steps: 10, reward: {kind: shapes_color},
      prompt_enhancer: {kind: identity}}
-  - {name: flow_grpo, kind: flow_grpo, from: finetune, steps: 10, group_size: 4, reward: {kind: shapes_checker}}
+  - {name: flow_grpo, kind: flow_grpo, from: finetune, steps: 10, group_size: 4, reward: {kind: shapes_checker},
+     gold: {reward: {kind: shapes_color}, every: 5}}
   - {name: diffusion_dpo, kind: diffusion_dpo, from: finetune, steps: 10, pairs: {kind: generated, reward: {kind: shapes_checker}}}
   - {name: progressive_distill, kind: progressive_distill, from: finetune, steps: 10}
   - {name: reflow, kind: reflow, from: finetune, steps: 10}

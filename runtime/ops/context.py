@@ -35,6 +35,7 @@ class StageContext:
     accumulation: int = 1
     instance_feed: Any = None  # instance_data: DreamBooth's subject batches, captioned with the instance prompt
     prior_images: Any = None  # generate_prior: DreamBooth's class images, (N, 3, H, W) in [-1, 1]
+    gold: Any = None  # gold: the held-out evaluation watching the training (runtime/ops/gold.py)
     enhancer: Any = None  # enhance_prompts: the stage's prompt enhancer (runtime/enhance.py)
     reward: Any = None  # reward: the stage's reward Scorer (runtime/rewards)
     reference: Any = None  # load_reference: the frozen reference bundle (None: the start with LoRA switched off)

@@ -55,8 +55,8 @@ def evaluate_shapes(ctx: StageContext) -> dict:
 METRICS = {"toy2d": evaluate_toy2d, "shapes_checker": evaluate_shapes}
 
 
-def reward_on_eval(ctx: StageContext) -> dict:
-    """The stage's reward on fixed prompts and seeds (the evaluation's: 2-D points from the empty prompt,
+def reward_on_eval(ctx: StageContext, scorer=None) -> dict:
+    """The stage's reward (or `scorer`'s) on fixed prompts and seeds (the evaluation's: 2-D points from the empty prompt,
     held-out captions on shapes, train.samples' prompts otherwise): its mean and std over the items."""
     source = ctx.stage.data.source.kind
     if source == "toy2d":
@@ -70,7 +70,7 @@ def reward_on_eval(ctx: StageContext) -> dict:
         prompts, per_prompt = list(ctx.stage.train.samples.prompts), ctx.stage.train.samples.per_prompt
     out = torch.from_numpy(generate(ctx.bundle, ctx.stage.timesteps, request(ctx, prompts, per_prompt, seed=4321, evaluation=True)))
     items = out.float() if source == "toy2d" else out.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    scores = ctx.reward(items, [p for p in prompts for _ in range(per_prompt)])
+    scores = (scorer or ctx.reward)(items, [p for p in prompts for _ in range(per_prompt)])
     return {"mean": scores.mean().item(), "std": scores.std(unbiased=False).item(), "items": len(scores)}
 
 

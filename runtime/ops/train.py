@@ -21,6 +21,9 @@ def train(ctx: StageContext, params: dict) -> None:
     objective = cls(ctx, options)
     hooks = LoopHooks(on_samples=isolated(lambda step: sample_grid(ctx, step)),
                       on_checkpoint=[lambda step: [c.flush() for c in ctx.caches]])
+    if ctx.gold is not None:
+        hooks.on_resume.append(ctx.gold.resume_at)
+        hooks.should_finish = ctx.gold.should_finish
     if ctx.dist.main:
         ctx.wandb = start_wandb(ctx, hooks)
     modules = {**ctx.bundle.trainable_modules(), **objective.modules()}
@@ -36,8 +39,26 @@ def train(ctx: StageContext, params: dict) -> None:
     except BaseChanged as exc:  # a frozen start or reference changed under an unfinished stage: say which
         raise SpecError([Issue(Location.parse(ctx.stage_plan.loc), f"stages.{ctx.stage.name}.{exc.field}",
                                f"{exc}; start it afresh with --fresh")]) from None
+    if ctx.gold is not None:
+        keep_best_by_gold(ctx)
     if ctx.dist.main:
         log_final_report(ctx)
+
+
+def keep_best_by_gold(ctx: StageContext) -> None:
+    """Under stop_when_gold_drops, the best evaluation's weights are what the stage samples, evaluates and
+    exports (they are export weights already: the EMA is set aside)."""
+    gold = ctx.gold
+    ctx.results["gold"] = {"reward": ctx.stage.gold.reward.kind, "best": gold.best,
+                           "finished_early_at": ctx.trainer.finished_early}
+    if ctx.stage.gold.stop_when_gold_drops is None or gold.best is None:
+        return
+    ctx.dist.barrier()  # the main process wrote the best weights
+    step = gold.restore_best()
+    ctx.trainer.ema = None
+    if ctx.dist.main:
+        print(f"[{ctx.label}] exporting the weights of step {step}, the best by gold "
+              f"({gold.best['gold']:.4g})", flush=True)
 
 
 def native_bf16() -> bool:

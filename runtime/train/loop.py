@@ -73,6 +73,9 @@ class LoopHooks:
     on_log: list[Callable[[dict], None]] = field(default_factory=list)
     on_samples: Callable[[int], None] | None = None  # called with the step; must not touch training RNG
     on_checkpoint: list[Callable[[int], None]] = field(default_factory=list)  # e.g. flush caches
+    on_resume: list[Callable[[int], None]] = field(default_factory=list)  # with the step training starts from
+    # After each step (and after a resume): True finishes the stage early, with a checkpoint (e.g. gold).
+    should_finish: Callable[[int], bool] | None = None
 
 
 def autocast(config: LoopConfig):
@@ -96,6 +99,8 @@ class Trainer:
         self.step = 0
         self._stop = False  # set in train_step when any rank was asked to stop (preemption)
         self.ddp = None  # DistributedDataParallel over the objective, made in run() after the restore
+        self.saved_at: int | None = None  # the step of the last checkpoint written or resumed from
+        self.finished_early: int | None = None  # the step a should_finish hook ended the stage at
 
     # ------------------------------------------------------------------------------- state
     def state(self) -> dict:
@@ -123,10 +128,11 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         restore_rng(state["rng"])
-        self.step = state["step"]
+        self.step = self.saved_at = state["step"]
         return True
 
     def checkpoint(self) -> None:
+        self.saved_at = self.step
         if self.dist.main:
             save_checkpoint(self.config.run_dir, self.step, self.state(), self.config.checkpoint_keep)
         for hook in self.hooks.on_checkpoint:  # e.g. every rank flushes its own cache entries
@@ -175,9 +181,12 @@ class Trainer:
         progress = Progress(config.label, config.steps, self.step, config.log_every, enabled=main)
         if resumed and main:
             print(f"[{config.label}] resumed from step {self.step}", flush=True)
+        for hook in self.hooks.on_resume:
+            hook(self.step)
+        finish = self.hooks.should_finish or (lambda step: False)
         last_save = time.monotonic()
         try:
-            while self.step < config.steps:
+            while self._more(finish):
                 metrics = self.train_step()
                 done = self.step == config.steps
                 if main and (self.step % config.log_every == 0 or done):
@@ -200,6 +209,20 @@ class Trainer:
                     self.hooks.on_samples(self.step)
         finally:
             progress.close()
+
+    def _more(self, finish: Callable[[int], bool]) -> bool:
+        """Whether to take another step: not past the last one, and not asked to finish (the hook is asked
+        after every step, the last included, and at the step training starts from)."""
+        stop = finish(self.step)
+        if self.step >= self.config.steps:
+            return False
+        if stop:  # the stage ends here: the checkpoint of this step says so to a resume
+            self.finished_early = self.step
+            if self.saved_at != self.step:
+                self.checkpoint()
+            if self.dist.main:
+                print(f"[{self.config.label}] finished early at step {self.step}", flush=True)
+        return not stop
 
 
 def trained_state(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -24,6 +24,31 @@ def reward_notes(reward, data, path: tuple) -> Iterator[Note]:
         yield Note((*path, "kind"), f"{reward.kind} scores images; this stage's data is toy2d (2-D points)")
 
 
+class Gold(Block):
+    reward: Reward = Field(description="The held-out metric: another reward than the one trained on (e.g. "
+                           "shapes_checker), scored on the evaluation's fixed prompts and seeds.")
+    every: int = Field(50, gt=0, description="Evaluate every this many steps (logged as `gold` beside the training "
+                       "reward; gold.json in the stage folder).")
+    stop_when_gold_drops: int | None = Field(None, gt=0, description="Finish the stage once the gold metric has "
+                                             "stayed below its best for this many evaluations in a row, and export "
+                                             "the weights of its best evaluation; null: train all steps.")
+
+
+def gold_ops(stage) -> Iterator[OpSpec]:
+    if stage.gold is not None:
+        yield OpSpec("gold", {"reward": stage.gold.reward.kind, "every": stage.gold.every}, ("gold",))
+
+
+def gold_notes(stage) -> Iterator[Note]:
+    if stage.gold is not None:
+        yield from reward_notes(stage.gold.reward, stage.data, ("gold", "reward"))
+        if stage.gold.every > stage.steps:
+            yield Note(("gold", "every"), f"gold every {stage.gold.every} steps never runs in the stage's {stage.steps}")
+
+
+GOLD = Field(None, description="A held-out evaluation against reward hacking, with an optional early stop.")
+
+
 class RewardFeedback(StageBase):
     needs_start: ClassVar[bool] = True
     objective: ClassVar[str] = "reward_feedback"
@@ -38,6 +63,7 @@ class RewardFeedback(StageBase):
     grad_scale: float = Field(1e-3, gt=0, description="Loss scale of the reward term.")
     reward_margin: float = Field(2.0, description="Loss is ReLU(margin - reward).")
     pretrain_loss_weight: float = Field(1.0, ge=0, description="Weight of the interleaved flow-matching loss on real data.")
+    gold: Gold | None = GOLD
 
     @model_validator(mode="after")
     def _range(self):
@@ -52,6 +78,7 @@ class RewardFeedback(StageBase):
     def extra_ops(self) -> Iterator[OpSpec]:
         yield from super().extra_ops()
         yield OpSpec("reward", {"reward": self.reward.kind}, ("reward",))
+        yield from gold_ops(self)
 
     def findings(self, spec) -> Iterator[Note]:
         yield from super().findings(spec)
@@ -59,6 +86,7 @@ class RewardFeedback(StageBase):
             yield Note(("reward", "kind"), f"ReFL back-propagates through the reward, but {self.reward.kind} is not "
                        "differentiable (use flow_grpo, or a differentiable reward)")
         yield from reward_notes(self.reward, self.data, ("reward",))
+        yield from gold_notes(self)
 
 
 class FlowGRPO(StageBase):
@@ -86,14 +114,17 @@ class FlowGRPO(StageBase):
                               "of them samples the rollouts with the policy of that moment, the old policy).")
     shared_noise: bool = Field(False, description="The G images of a group start from the same noise "
                                "(DanceGRPO); false: independent noise.")
+    gold: Gold | None = GOLD
 
     def extra_ops(self) -> Iterator[OpSpec]:
         yield from super().extra_ops()
         yield OpSpec("reward", {"reward": self.reward.kind}, ("reward",))
+        yield from gold_ops(self)
 
     def findings(self, spec) -> Iterator[Note]:
         yield from super().findings(spec)
         yield from reward_notes(self.reward, self.data, ("reward",))
+        yield from gold_notes(self)
         if int(self.timestep_fraction * self.sampling_steps) < 1:
             yield Note(("timestep_fraction",), "trains on no step: raise timestep_fraction or sampling_steps")
         if self.train.global_batch % self.group_size:
@@ -126,6 +157,7 @@ class DiffusionDPO(StageBase):
     reference: str | None = Field(None, description="Frozen reference stage; omitted: the `from` stage.")
     beta: float = Field(5000.0, gt=0, description="DPO beta (reference launchers: 5000; sweep 1000-5000 for flows).")
     pairs: Pairs = Field(description="Preference pairs.")
+    gold: Gold | None = GOLD
 
     def extra_ops(self) -> Iterator[OpSpec]:
         yield from super().extra_ops()
@@ -133,8 +165,10 @@ class DiffusionDPO(StageBase):
         if self.pairs.kind == "generated":
             params.update(num_pairs=self.pairs.num_pairs, reward=self.pairs.reward.kind)
         yield OpSpec("pairs", params, ("pairs",))
+        yield from gold_ops(self)
 
     def findings(self, spec) -> Iterator[Note]:
         yield from super().findings(spec)
         if self.pairs.kind == "generated":
             yield from reward_notes(self.pairs.reward, self.data, ("pairs", "reward"))
+        yield from gold_notes(self)
