@@ -32,3 +32,13 @@ def test_the_dreambooth_benchmark_runs(tmp_path):
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "lora_prior" in out.stdout and "class acc" in out.stdout
+
+
+@pytest.mark.slow  # five small stages on 2-D points and their samples: about twenty seconds
+def test_the_preference_benchmark_runs(tmp_path):
+    out = subprocess.run([sys.executable, "benchmarks/preference_toy.py", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = out.stdout.splitlines()[-6:]
+    assert table[0].split() == ["model", "reward", "in", "mode", "rest", "W2"]
+    assert [row.split()[0] for row in table[1:]] == ["base", "refl", "grpo_kl", "grpo_no_kl", "dpo"]
