@@ -82,6 +82,7 @@ def test_generated_pairs_are_made_once_and_resume_at_a_missing_chunk(finished, t
     assert all(np.array_equal(again[k], kept[chunks[2].name][k]) for k in again)
 
 
+@pytest.mark.slow  # kill -9 and resume: with the slow tests, to keep the default run under budget
 def test_a_dpo_stage_resumes_bitwise_and_refuses_a_reference_that_changed(finished, tmp_path):
     dpo = DPO.split("  - name: dpo_lora")[0].replace("    from: pretrain\n", "    from: pretrain\n    reference: ref\n")
     write_spec(tmp_path, BASE + "  - {name: ref, kind: finetune, from: pretrain, steps: 10}\n" + dpo)

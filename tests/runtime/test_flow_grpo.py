@@ -92,6 +92,7 @@ def test_the_ratio_is_exactly_one_on_the_first_inner_epoch(finished):
     assert by_step[1] == by_step[2] == by_step[3] != by_step[4]
 
 
+@pytest.mark.slow  # kill -9 and resume: with the slow tests, to keep the default run under budget
 def test_a_run_killed_inside_a_batch_of_rollouts_resumes_bitwise(finished, tmp_path):
     write_spec(tmp_path, BASE + GRPO)
     proc = start("run", "spec.yaml", "--stage", "grpo", cwd=tmp_path)

@@ -72,6 +72,7 @@ def test_without_the_stop_every_step_trains_and_gold_is_logged(tmp_path):
     assert [h["step"] for h in history(hack)] == [0, 10, 20, 30, 40, 50, 60] and "finished early" not in out.stdout
 
 
+@pytest.mark.slow  # kill -9 and resume: with the slow tests, to keep the default run under budget
 def test_a_run_killed_before_the_stop_resumes_to_the_same_history_and_weights(finished, tmp_path):
     folder, _ = finished
     write_spec(tmp_path, BASE + HACK)

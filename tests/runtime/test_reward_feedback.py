@@ -58,6 +58,7 @@ def test_reward_feedback_raises_the_reward_on_the_evaluation(finished, stage):
     assert ("fm_loss" in metrics[0]) == (stage == "refl")  # the real-data term only where weighted
 
 
+@pytest.mark.slow  # kill -9 and resume: with the slow tests, to keep the default run under budget
 def test_a_reward_feedback_stage_killed_mid_training_resumes_bitwise(finished, tmp_path):
     folder, _ = finished
     write_spec(tmp_path, REFL)

@@ -51,7 +51,7 @@ def objective(stage, seed: int, **changes) -> RewardFeedback:
     stage = stage.model_copy(update=changes)
     bundle = build_bundle(stage_model(), seed=seed)
     ctx = types.SimpleNamespace(bundle=bundle, feed=Feed(16), device=torch.device("cpu"), seed=seed, stage=stage,
-                                repa=[], reward=Scorer(build_reward(stage.reward)))
+                                repa=[], reward=Scorer(build_reward(stage.reward)), enhancer=None)
     return RewardFeedback(ctx)
 
 
