@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from typing import Callable
 
 import torch
 from torch import Tensor
 
 VERSION = 1  # part of every reward's identity: a change to a builtin's arithmetic must not reuse old scores
+CACHE_ITEMS = 200_000  # scores kept (the oldest go first): a long GRPO run scores new items every step
 REWARDS: dict[str, Callable] = {}  # kind -> class taking the spec's reward block
 
 
@@ -59,7 +61,7 @@ class Scorer:
     def __init__(self, reward: Reward, batch_size: int = 64):
         self.reward, self.batch_size = reward, batch_size
         self.identity = reward.identity()
-        self.cache: dict[str, float] = {}
+        self.cache: OrderedDict[str, float] = OrderedDict()
         self.hits = self.misses = 0
 
     def __call__(self, items: Tensor, prompts: list[str], grad: bool = False) -> Tensor:
@@ -85,7 +87,10 @@ class Scorer:
             scores = self._checked(items[rows], [prompts[i] for i in rows], rows)
             for i, value in zip(rows, scores.tolist()):
                 self.cache[keys[i]] = value
-        return torch.tensor([self.cache[k] for k in keys], dtype=torch.float32, device=items.device)
+        out = torch.tensor([self.cache[k] for k in keys], dtype=torch.float32, device=items.device)
+        while len(self.cache) > CACHE_ITEMS:
+            self.cache.popitem(last=False)
+        return out
 
     def key(self, item: Tensor, prompt: str) -> str:
         digest = hashlib.sha256(item.float().cpu().contiguous().numpy().tobytes())

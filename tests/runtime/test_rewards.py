@@ -194,3 +194,18 @@ def test_rewards_are_checked_at_their_line_in_validate(tmp_path):
     points_only = spec_errors(tmp_path, "stages.grpo.reward={kind: toy2d_region, centers: [[1, 0]]}",
                               "data.source={kind: shapes}", "model.kind=unet")
     assert any("toy2d_region scores 2-D points; this stage's data is shapes" in e for e in points_only)
+
+
+def test_the_score_cache_keeps_the_newest_items_only(monkeypatch):
+    import flowspec.runtime.rewards as rewards
+
+    monkeypatch.setattr(rewards, "CACHE_ITEMS", 3)
+    planted = Planted()
+    scorer = Scorer(planted)
+    items = torch.arange(10.0).view(5, 2)
+    scorer(items, list("abcde"))
+    assert len(scorer.cache) == 3
+    scorer(items[3:], list("de"))  # the newest are still there
+    assert planted.calls == 5
+    scorer(items[:1], ["a"])  # the oldest was dropped: scored again
+    assert planted.calls == 6
