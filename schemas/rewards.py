@@ -7,6 +7,16 @@ from .base import Block, LocalPath, tagged
 from .targets import TARGET_PATTERN, load_target, search_path
 
 
+def importable_function(target: str, info: ValidationInfo, arguments: str) -> str:
+    """A plugin's 'package.module:function' imports (beside the spec, then the working directory) and is callable."""
+    context = info.context or {}
+    if context.get("import_targets", True):
+        function = load_target(target, search_path(context.get("spec_dir")))
+        if not callable(function):
+            raise ValueError(f"'{target}' is not a function of {arguments}: it is {type(function).__name__}")
+    return target
+
+
 # -------------------------------------------------------------------------------------- rewards
 class ShapesChecker(Block):
     differentiable: ClassVar[bool] = False
@@ -60,12 +70,7 @@ class ModuleReward(Block):
     @field_validator("target")
     @classmethod
     def _importable(cls, target: str, info: ValidationInfo) -> str:
-        context = info.context or {}
-        if context.get("import_targets", True):
-            function = load_target(target, search_path(context.get("spec_dir")))
-            if not callable(function):
-                raise ValueError(f"'{target}' is not a function of (items, prompts): it is {type(function).__name__}")
-        return target
+        return importable_function(target, info, "(items, prompts)")
 
 
 Reward = tagged(ShapesChecker, ShapesColor, JpegCompressibility, JpegIncompressibility, Toy2DRegion, ClipScore,
@@ -103,12 +108,7 @@ class ModuleEnhancer(Block):
     @field_validator("target")
     @classmethod
     def _importable(cls, target: str, info: ValidationInfo) -> str:
-        context = info.context or {}
-        if context.get("import_targets", True):
-            function = load_target(target, search_path(context.get("spec_dir")))
-            if not callable(function):
-                raise ValueError(f"'{target}' is not a function of (prompt, seed): it is {type(function).__name__}")
-        return target
+        return importable_function(target, info, "(prompt, seed)")
 
 
 PromptEnhancer = tagged(IdentityEnhancer, TemplateEnhancer, VocabularyEnhancer, ModuleEnhancer)

@@ -92,6 +92,25 @@ def kill_after_checkpoint(proc: subprocess.Popen, run_glob: str, cwd: Path, step
     raise AssertionError("timed out waiting for a checkpoint")
 
 
+def kill_and_resume(folder: Path, spec_text: str, spec_name: str, stage: str, step: int = 10) -> Path:
+    """Run `stage` of the spec in `folder`, SIGKILL it after its checkpoint of `step`, run it again to the
+    end; its stage folder."""
+    write_spec(folder, spec_text)
+    proc = start("run", "spec.yaml", "--stage", stage, cwd=folder)
+    kill_after_checkpoint(proc, f"runs/{spec_name}/{stage}-*", folder, step)
+    out = flowspec("run", "spec.yaml", "--stage", stage, cwd=folder)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return stage_dir(folder, spec_name, stage)
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    """Two stage folders exported the same weights, bit for bit."""
+    first, second = weights(a), weights(b)
+    assert first.keys() == second.keys() and first
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
 def weights(stage_dir: Path) -> dict[str, torch.Tensor]:
     out = {}
     for path in sorted((stage_dir / "model").rglob("*.safetensors")):

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from .helpers import TOY, flowspec, kill_after_checkpoint, stage_dir, start, weights, write_spec
+from .helpers import TOY, assert_same_weights, flowspec, kill_and_resume, stage_dir, weights, write_spec
 
 BASE = TOY.replace("  - {name: finetune, kind: finetune, from: pretrain, steps: 20, optimizer: {lr: 1.0e-3}}\n", "")
 GRPO = """\
@@ -94,15 +94,8 @@ def test_the_ratio_is_exactly_one_on_the_first_inner_epoch(finished):
 
 @pytest.mark.slow  # kill -9 and resume: with the slow tests, to keep the default run under budget
 def test_a_run_killed_inside_a_batch_of_rollouts_resumes_bitwise(finished, tmp_path):
-    write_spec(tmp_path, BASE + GRPO)
-    proc = start("run", "spec.yaml", "--stage", "grpo", cwd=tmp_path)
-    kill_after_checkpoint(proc, "runs/toy/grpo-*", tmp_path, 10)  # step 10 lies inside rollouts 9-11
-    out = flowspec("run", "spec.yaml", "--stage", "grpo", cwd=tmp_path)
-    assert out.returncode == 0, out.stdout + out.stderr
-    resumed, whole = weights(stage_dir(tmp_path, "toy", "grpo")), weights(stage_dir(finished, "toy", "grpo"))
-    assert resumed.keys() == whole.keys() and resumed
-    for key in whole:
-        assert torch.equal(resumed[key], whole[key]), key
+    resumed = kill_and_resume(tmp_path, BASE + GRPO, "toy", "grpo", step=10)  # step 10 lies inside rollouts 9-11
+    assert_same_weights(resumed, stage_dir(finished, "toy", "grpo"))
 
 
 def test_two_processes_give_the_weights_of_one(finished, tmp_path):

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from .helpers import TOY, flowspec, kill_after_checkpoint, stage_dir, start, weights, write_spec
+from .helpers import TOY, assert_same_weights, flowspec, kill_and_resume, stage_dir, weights, write_spec
 
 BASE = TOY.replace("  - {name: finetune, kind: finetune, from: pretrain, steps: 20, optimizer: {lr: 1.0e-3}}\n", "")
 HACK = """\
@@ -74,13 +74,6 @@ def test_without_the_stop_every_step_trains_and_gold_is_logged(tmp_path):
 
 @pytest.mark.slow  # kill -9 and resume: with the slow tests, to keep the default run under budget
 def test_a_run_killed_before_the_stop_resumes_to_the_same_history_and_weights(finished, tmp_path):
-    folder, _ = finished
-    write_spec(tmp_path, BASE + HACK)
-    proc = start("run", "spec.yaml", "--stage", "hack", cwd=tmp_path)
-    kill_after_checkpoint(proc, "runs/toy/hack-*", tmp_path, 10)
-    out = flowspec("run", "spec.yaml", "--stage", "hack", cwd=tmp_path)
-    assert out.returncode == 0, out.stdout + out.stderr
-    a, b = stage_dir(tmp_path, "toy", "hack"), stage_dir(folder, "toy", "hack")
+    a, b = kill_and_resume(tmp_path, BASE + HACK, "toy", "hack"), stage_dir(finished[0], "toy", "hack")
     assert history(a) == history(b)
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert_same_weights(a, b)

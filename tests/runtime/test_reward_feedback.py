@@ -4,9 +4,8 @@ toy2d_region on one mode of a two-mode model raises the reward on the evaluation
 import json
 
 import pytest
-import torch
 
-from .helpers import TOY, flowspec, kill_after_checkpoint, stage_dir, start, weights, write_spec
+from .helpers import TOY, assert_same_weights, flowspec, kill_and_resume, stage_dir, write_spec
 
 BASE = TOY.replace("  - {name: finetune, kind: finetune, from: pretrain, steps: 20, optimizer: {lr: 1.0e-3}}\n", "")
 REFL = BASE + """\
@@ -60,16 +59,8 @@ def test_reward_feedback_raises_the_reward_on_the_evaluation(finished, stage):
 
 @pytest.mark.slow  # kill -9 and resume: with the slow tests, to keep the default run under budget
 def test_a_reward_feedback_stage_killed_mid_training_resumes_bitwise(finished, tmp_path):
-    folder, _ = finished
-    write_spec(tmp_path, REFL)
-    proc = start("run", "spec.yaml", "--stage", "refl", cwd=tmp_path)
-    kill_after_checkpoint(proc, "runs/toy/refl-*", tmp_path, 10)
-    out = flowspec("run", "spec.yaml", "--stage", "refl", cwd=tmp_path)
-    assert out.returncode == 0, out.stdout + out.stderr
-    resumed, whole = weights(stage_dir(tmp_path, "toy", "refl")), weights(stage_dir(folder, "toy", "refl"))
-    assert resumed.keys() == whole.keys() and resumed
-    for key in whole:
-        assert torch.equal(resumed[key], whole[key]), key
+    resumed = kill_and_resume(tmp_path, REFL, "toy", "refl")
+    assert_same_weights(resumed, stage_dir(finished[0], "toy", "refl"))
 
 
 def test_a_reward_that_is_not_differentiable_is_refused_at_its_line(tmp_path):
