@@ -35,7 +35,7 @@ from .spec_strategies import (
 #   6 steps_and_curricula          steps >= MIN_STEPS, phases at 0, 10, 20.., resolutions x SAFE_RESOLUTION
 #   7 batches_divide               device counts, global/micro batches and groups that divide
 #   8 lora_targets_exist           LoRA targets are module names of the family
-#   9 rewards_fit                  ReFL rewards are differentiable; shapes rewards on shapes data
+#   9 rewards_fit                  ReFL rewards differentiable; every reward scores the data; plugins import
 #  10 prompts_name_the_identifier  a DreamBooth instance prompt contains its identifier
 #  11 enhancers_where_generated    prompt enhancers only on stages that generate images
 Fixup = Callable[[Callable, dict], None]
@@ -50,6 +50,8 @@ DEVICE_COUNTS = (1, 2, 4)
 GROUP_SIZES = (2, 3, 4, 6, 8, 12, 16, 24)
 TOY_SOURCE, TOY_FAMILY = "toy2d", "mlp"
 SHAPES_REWARDS = ("shapes_checker", "shapes_color")  # rewards that score against shapes captions
+POINT_REWARDS = ("toy2d_region",)  # rewards that score 2-D points (the others score images; a plugin either)
+PLUGIN = "operator:add"  # a function that imports anywhere: plugins are imported at validate time
 STREAMED_SOURCE = "webdataset"  # no item counts: a mixture cannot plan its epochs
 LABELLED_SOURCES = ("shapes", "imagefolder")  # sources that give class labels
 
@@ -267,24 +269,58 @@ def _differentiable(model: type[BaseModel]) -> bool:
 def rewards_fit(draw, doc: dict) -> None:
     """9. Rewards fit their stage: a ReFL stage (the kind with `grad_steps`) gets a differentiable
     reward (redrawn among the kinds that are, `differentiable: true` where it is a key) and a gradient
-    step range inside its rollout; a reward of SHAPES_REWARDS needs `shapes` data (else redrawn)."""
+    step range inside its rollout; every reward (the stage's, its gold's, its generated pairs') scores the
+    stage's data: SHAPES_REWARDS need `shapes` data, POINT_REWARDS need toy2d and image rewards images;
+    a plugin names a function that imports (PLUGIN)."""
     for stage in _stages(doc):
         model = _stage_union().members[stage[KIND]]
-        if "reward" not in model.model_fields:
-            continue
-        union = _union_at(model, "reward")
         source = (stage.get("data") or {}).get("source") or doc["data"]["source"]
-        shapes = source.get(KIND, _source_union().default) == "shapes"
+        kind = source.get(KIND, _source_union().default)
         refl = "grad_steps" in model.model_fields
-        fits = [t for t, m in union.members.items()
-                if (shapes or t not in SHAPES_REWARDS) and (not refl or _differentiable(m))]
-        if stage["reward"].get(KIND, union.default) not in fits:
-            stage["reward"] = draw(tagged_blocks(union, only=draw(st.sampled_from(fits)), with_kind=True))
+        for owner, field, holder in _reward_places(model, stage):
+            _fit_reward(draw, owner, field, holder, kind, refl and holder is stage)
         if refl:
-            if "differentiable" in union.members[stage["reward"][KIND]].model_fields:
-                stage["reward"]["differentiable"] = True
             rollout = stage.get("sampling_steps", model.model_fields["sampling_steps"].default)
             stage["grad_steps"] = sorted(g % rollout for g in stage.get("grad_steps", model.model_fields["grad_steps"].default))
+            stage["backprop_steps"] = min(stage.get("backprop_steps", 1), stage["grad_steps"][0] + 1)
+        enhancer = stage.get("prompt_enhancer")
+        if isinstance(enhancer, dict) and enhancer.get(KIND) == "module":
+            enhancer["target"] = PLUGIN
+
+
+def _reward_places(model: type[BaseModel], stage: dict):
+    """(model, field, block) of each reward a stage holds: its own, its gold's, its generated pairs'."""
+    if "reward" in model.model_fields:
+        yield model, "reward", stage
+    for field in ("gold", "pairs"):
+        block = stage.get(field)
+        if field in model.model_fields and isinstance(block, dict):
+            inner = next((m for m in _members(model.model_fields[field].annotation)
+                          if "reward" in m.model_fields and (field == "gold" or block.get(KIND, "generated") == "generated")),
+                         None)
+            if inner is not None and "reward" in block:
+                yield inner, "reward", block
+
+
+def _members(annotation) -> list[type[BaseModel]]:
+    """The pydantic models inside an annotation (Optional, unions, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _members(arg)]
+
+
+def _fit_reward(draw, model: type[BaseModel], field: str, holder: dict, source: str, differentiable: bool) -> None:
+    union = _union_at(model, field)
+    fits = [t for t, m in union.members.items()
+            if (source == "shapes" or t not in SHAPES_REWARDS) and (t == "module" or (t in POINT_REWARDS) == (source == TOY_SOURCE))
+            and (not differentiable or _differentiable(m))]
+    if holder[field].get(KIND, union.default) not in fits:
+        holder[field] = draw(tagged_blocks(union, only=draw(st.sampled_from(fits)), with_kind=True))
+    block = holder[field]
+    if block.get(KIND) == "module":
+        block["target"] = PLUGIN
+    if differentiable and "differentiable" in union.members[block[KIND]].model_fields:
+        block["differentiable"] = True
 
 
 @fixup
