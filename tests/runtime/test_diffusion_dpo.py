@@ -63,6 +63,7 @@ def test_dpo_starts_at_log_2_and_raises_the_reward(finished, stage):
     assert scores["reward"]["mean"] > scores["reward_start"]["mean"] + 0.05, scores
 
 
+@pytest.mark.slow  # the stage twice more: with the slow tests, to keep the default run under budget
 def test_generated_pairs_are_made_once_and_resume_at_a_missing_chunk(finished, tmp_path):
     folder, log = finished
     assert "[dpo] 256 pair(s) in 4 chunk(s): 4 generated, 0 cached" in log

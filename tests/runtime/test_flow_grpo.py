@@ -98,6 +98,7 @@ def test_a_run_killed_inside_a_batch_of_rollouts_resumes_bitwise(finished, tmp_p
     assert_same_weights(resumed, stage_dir(finished, "toy", "grpo"))
 
 
+@pytest.mark.slow  # two processes from scratch: with the slow tests, to keep the default run under budget
 def test_two_processes_give_the_weights_of_one(finished, tmp_path):
     write_spec(tmp_path, BASE + GRPO)
     out = flowspec("run", "spec.yaml", "--stage", "grpo", "--nproc", "2", cwd=tmp_path)

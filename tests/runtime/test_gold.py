@@ -64,6 +64,7 @@ def test_the_stage_stops_when_gold_falls_while_the_reward_rises_and_exports_the_
     assert scores["reward"]["mean"] < rewards[-1]  # what is exported is not what the reward liked
 
 
+@pytest.mark.slow  # a second run of the stage: with the slow tests, to keep the default run under budget
 def test_without_the_stop_every_step_trains_and_gold_is_logged(tmp_path):
     write_spec(tmp_path, BASE + HACK.replace(", stop_when_gold_drops: 2", ""))
     out = flowspec("run", "spec.yaml", cwd=tmp_path)
