@@ -46,6 +46,7 @@ def same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # three DreamBooth runs: with the slow tests, to keep the default run under budget
 def test_lambda_zero_is_plain_fine_tuning_on_the_subject_and_lambda_one_is_not(tmp_path):
     none = run(tmp_path / "none", "prior: null")
     zero = run(tmp_path / "zero", PRIOR.replace("LAMBDA", "0.0"))
@@ -57,6 +58,7 @@ def test_lambda_zero_is_plain_fine_tuning_on_the_subject_and_lambda_one_is_not(t
     assert not same(zero["weights"], one["weights"])
 
 
+@pytest.mark.slow  # three DreamBooth runs: with the slow tests, to keep the default run under budget
 def test_class_images_are_generated_once_and_again_only_for_another_class_prompt(tmp_path):
     cache = tmp_path / "shared-cache"
     prior = PRIOR.replace("LAMBDA", "1.0")
