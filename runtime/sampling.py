@@ -29,6 +29,14 @@ def latent_multiple(bundle: ModelBundle) -> int:
     return bundle.codec.factor * bundle.denoiser.spec.patch_factor()
 
 
+def latent_shape(bundle: ModelBundle, n: int, height: int, width: int) -> tuple[int, ...]:
+    """The shape of n starting noises: (n, C) for 2-D points, (n, C, h, w) at the codec's scale for images."""
+    channels = bundle.denoiser.spec.latent_channels_expected()
+    if bundle.denoiser.spec.kind == "mlp":
+        return (n, channels)
+    return (n, channels, height // bundle.codec.factor, width // bundle.codec.factor)
+
+
 def grid_for(bundle: ModelBundle, timesteps_block, num_steps: int, height: int, width: int) -> torch.Tensor:
     """The inference sigmas, shifted for this size as training was (resolution-aware or Flux dynamic)."""
     multiple = latent_multiple(bundle)
@@ -62,13 +70,7 @@ def generate(bundle: ModelBundle, timesteps_block, request: SampleRequest) -> np
     captions = [p for p in request.prompts for _ in range(request.per_prompt)]
     n = len(captions)
     height, width = (0, 0) if toy else bucket_sides(request.resolution, request.aspect_ratio, latent_multiple(bundle))
-    generator = torch.Generator().manual_seed(request.seed)
-    if toy:
-        noise = torch.randn(n, bundle.denoiser.spec.latent_channels_expected(), generator=generator)
-    else:
-        factor = bundle.codec.factor
-        channels = bundle.denoiser.spec.latent_channels_expected()
-        noise = torch.randn(n, channels, height // factor, width // factor, generator=generator)
+    noise = torch.randn(latent_shape(bundle, n, height, width), generator=torch.Generator().manual_seed(request.seed))
     labels = None
     if request.class_labels is not None:
         labels = torch.tensor([c for c in request.class_labels for _ in range(request.per_prompt)])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +65,19 @@ def single_threaded():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def freeze(bundle: ModelBundle) -> ModelBundle:
+    for module in bundle.trainable_modules().values():
+        module.requires_grad_(False)
+    return bundle
+
+
+def frozen_copy(bundle: ModelBundle) -> ModelBundle:
+    """The bundle with frozen copies of its trainable parts (a reference or teacher policy); its frozen
+    parts (a pretrained text encoder, the codec) are shared, not copied."""
+    parts = {name: copy.deepcopy(module) for name, module in bundle.trainable_modules().items()}
+    return freeze(dataclasses.replace(bundle, **parts))
 
 
 def build_bundle(model_spec, seed: int, device: str | torch.device = "cpu") -> ModelBundle:

@@ -11,7 +11,6 @@ The reference is the start with the LoRA adapter disabled, or a frozen copy of t
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 from contextlib import contextmanager, nullcontext
 
@@ -23,8 +22,9 @@ from ...schemas.buckets import bucket_sides
 from ..core.grpo import (clipped_objective, group_advantages, sde_sigma, sde_step_mean, sde_step_std, step_kl,
                          step_log_prob)
 from ..core.randomness import SliceRandom
+from ..models.bundle import frozen_copy
 from ..models.lora import adapters_disabled, fingerprint, has_lora
-from ..sampling import grid_for, guided_velocity, latent_multiple
+from ..sampling import grid_for, guided_velocity, latent_multiple, latent_shape
 from .base import TRAIN_PASSES, Cost, Objective, register_objective
 
 ROLLOUT_STREAM = 0x6A09  # the rollouts' draws come from their own seed
@@ -97,9 +97,7 @@ class FlowGRPO(Objective):
         """None under LoRA (the adapter is switched off instead); else a frozen copy of the start."""
         if has_lora(self.bundle):
             return None
-        trained = self.bundle.trainable_modules()
-        copies = {name: copy.deepcopy(module).requires_grad_(False) for name, module in trained.items()}
-        return dataclasses.replace(self.bundle, **copies)  # a frozen text encoder is shared, not copied
+        return frozen_copy(self.bundle)
 
     def modules(self) -> dict:
         return {"grpo_old_policy": self.old_policy} if self.old_policy is not None else {}
@@ -151,7 +149,7 @@ class FlowGRPO(Objective):
         stage, G = self.stage, self.stage.group_size
         n, total, rows = len(batch.x), len(prompts), range(batch.offset, batch.offset + len(batch.x))
         rand = SliceRandom((self.seed + ROLLOUT_STREAM) % 2**63, step, batch.offset, n, total)
-        shape = self.latent_shape(n)
+        shape = latent_shape(self.bundle, n, self.height, self.width)
         noise = rand.draw("noise", lambda count, g: torch.randn((count, *shape[1:]), generator=g))  # global batch
         x = noise[[(i // G) * G if stage.shared_noise else i for i in rows]].to(self.device)
         mine = [prompts[i] for i in rows]
@@ -178,13 +176,6 @@ class FlowGRPO(Objective):
         sigma = sde_sigma(t, self.sigmas[1], self.stage.noise_level)
         v = velocity(x, torch.full((len(x),), t, device=x.device))
         return sde_step_mean(x.float(), v.float(), t, t_next, sigma), sde_step_std(t, t_next, sigma)
-
-    def latent_shape(self, n: int) -> tuple[int, ...]:
-        channels = self.bundle.denoiser.spec.latent_channels_expected()
-        if self.toy:
-            return (n, channels)
-        factor = self.bundle.codec.factor
-        return (n, channels, self.height // factor, self.width // factor)
 
     # ------------------------------------------------------------------------------------ policy
     def policy_loss(self, r: Rollout):

@@ -14,7 +14,7 @@ import torch
 
 from ..core.randomness import SliceRandom
 from ..core.solvers import euler_step
-from ..sampling import grid_for, guided_velocity
+from ..sampling import grid_for, guided_velocity, latent_shape
 from .base import TRAIN_PASSES, Cost, register_objective
 from .flow_matching import FlowMatching
 
@@ -41,7 +41,7 @@ class RewardFeedback(FlowMatching):
     def reward_loss(self, batch, step: int):
         stage, n = self.stage, len(batch.x)
         rand = SliceRandom((self.seed + ROLLOUT_STREAM) % 2**63, step, batch.offset, n, batch.total or n)
-        noise = rand.randn("rollout", self.latent_shape(batch)).to(self.device)
+        noise = rand.randn("rollout", latent_shape(self.bundle, n, batch.height, batch.width)).to(self.device)
         lo, hi = stage.grad_steps
         j = int(rand.draw("grad_step", lambda total, g: torch.randint(lo, hi + 1, (), generator=g)))
         size = None if self.toy else (batch.height, batch.width)
@@ -62,13 +62,6 @@ class RewardFeedback(FlowMatching):
         loss = stage.grad_scale * torch.relu(stage.reward_margin - reward).mean()
         return loss, {"phase": batch.phase, "resolution": batch.height, "reward": reward.mean().item(),
                       "reward_loss": loss.item(), "grad_step": j}
-
-    def latent_shape(self, batch) -> tuple[int, ...]:
-        spec = self.bundle.denoiser.spec
-        if self.toy:
-            return (len(batch.x), spec.latent_channels_expected())
-        factor = self.bundle.codec.factor
-        return (len(batch.x), spec.latent_channels_expected(), batch.height // factor, batch.width // factor)
 
     @classmethod
     def cost(cls, stage, options=None) -> Cost:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...compiler.lower import DONE_MARKER
-from ..models.bundle import build_bundle, load_backbone, load_exported
+from ..models.bundle import build_bundle, freeze, frozen_copy, load_backbone, load_exported
 from . import op
 from .context import StageContext
 
@@ -58,19 +58,3 @@ def load_reference(ctx: StageContext, params: dict) -> None:
         how = f"a frozen copy of {reference}"
     if ctx.dist.main:
         print(f"[{ctx.label}] reference: {how} (hash {ctx.reference_hash})", flush=True)
-
-
-def freeze(bundle):
-    for module in bundle.trainable_modules().values():
-        module.requires_grad_(False)
-    return bundle
-
-
-def frozen_copy(bundle):
-    """The bundle with frozen copies of its trainable parts; its frozen parts (a pretrained text encoder,
-    the codec) are shared."""
-    import copy
-    import dataclasses
-
-    return freeze(dataclasses.replace(bundle, **{name: copy.deepcopy(module)
-                                                 for name, module in bundle.trainable_modules().items()}))
