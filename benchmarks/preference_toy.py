@@ -10,7 +10,11 @@ mixture the base was trained on. For each, on 4000 samples of fixed seeds:
     python benchmarks/preference_toy.py [--steps 30] [--out runs-preference] [--smoke]
 
 Expected: every method raises the reward; GRPO with KL moves the rest less than GRPO without it.
-Numbers go to OUT/preference_toy.json and the table printed.
+
+Reward hacking and `gold:`: one more ReFL stage ("hack") is rewarded for a region away from every mode
+while its gold evaluation scores the four modes, with stop_when_gold_drops; printed: the training reward
+and gold at each evaluation, where the stage stopped and which step's weights it exported.
+Numbers go to OUT/preference_toy.json and the tables printed.
 """
 from __future__ import annotations
 
@@ -38,11 +42,18 @@ METHODS = {
     "dpo": {"kind": "diffusion_dpo", "beta": 50.0,
             "pairs": {"kind": "generated", "num_pairs": 2048, "sampling_steps": 10, "reward": REWARD}},
 }
+HACK = {"name": "hack", "kind": "reward_feedback", "from": "base", "steps": 100, "sampling_steps": 10,
+        "grad_steps": [6, 9], "grad_scale": 1.0, "reward_margin": 0.0, "pretrain_loss_weight": 0.0,
+        "reward": {"kind": "toy2d_region", "centers": [[3.5, 0.0]], "radius": STD},
+        "gold": {"reward": {"kind": "toy2d_region", "centers": MEANS, "radius": STD}, "every": 10,
+                 "stop_when_gold_drops": 2},
+        "optimizer": {"lr": 3.0e-3}}
 
 
 def spec(steps: int, base_steps: int, out: Path) -> dict:
     stages = [{"name": "base", "kind": "pretrain", "steps": base_steps, "optimizer": {"lr": 3.0e-3}}]
     stages += [{"name": name, "steps": steps, **COMMON, **method} for name, method in METHODS.items()]
+    stages.append(HACK)
     return {"flowspec": 1, "name": "preference_toy", "seed": 0, "output_dir": str(out),
             "model": {"kind": "mlp", "preset": "tiny"},
             "data": {"source": {"kind": "toy2d", "distribution": {"kind": "gaussian_mixture", "means": MEANS,
@@ -81,6 +92,16 @@ def measure(base, tuned) -> dict:
             "rest_w2": sliced_wasserstein(rest(base), rest(tuned), generator=torch.Generator().manual_seed(0))}
 
 
+def gold_run(folder: Path) -> dict:
+    """The hack stage's gold history beside its training reward (the mean of the batch at that step)."""
+    history = json.loads((folder / "gold.json").read_text())["history"]
+    logged = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    reward = {m["step"]: m["reward"] for m in logged if "reward" in m}
+    gold = json.loads((folder / "results.json").read_text())["gold"]
+    return {"history": [{**h, "reward": reward.get(h["step"])} for h in history],
+            "best_step": gold["best"]["step"], "stopped_at": gold.get("finished_early_at")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=30)
@@ -93,15 +114,26 @@ def main() -> None:
     path = out / "preference_toy.yaml"
     path.write_text(yaml.safe_dump(spec(steps, base_steps, out), sort_keys=False))
     subprocess.run([sys.executable, "-m", "flowspec.cli", "run", str(path), "--yes"], check=True, cwd=out)
-    folders = {name: next(out.glob(f"preference_toy/{name}-*/DONE")).parent for name in ["base", *METHODS]}
+    from flowspec.compiler import compile_spec
+
+    folders = {s.name: Path(s.run_dir) for s in compile_spec(str(path)).stages}  # as the plan names them
     base = points(folders["base"])
     results = {name: measure(base, points(folder)) for name, folder in folders.items()}
     results["steps"] = steps
+    results["hack"] = gold_run(folders["hack"])
     (out / "preference_toy.json").write_text(json.dumps(results, indent=2))
     print(f"{'model':<12} {'reward':>8} {'in mode':>8} {'rest W2':>8}")
     for name in ["base", *METHODS]:
         r = results[name]
         print(f"{name:<12} {r['reward']:>8.3f} {r['in_mode']:>8.3f} {r['rest_w2']:>8.3f}")
+
+    hack = results["hack"]
+    print(f"\nhack (rewarded off the data, gold = the four modes): stopped at step {hack['stopped_at']}, "
+          f"exported step {hack['best_step']}")
+    print(f"{'step':>6} {'reward':>8} {'gold':>8}")
+    for h in hack["history"]:
+        reward = "-" if h["reward"] is None else f"{h['reward']:.3f}"
+        print(f"{h['step']:>6} {reward:>8} {h['gold']:>8.3f}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,16 @@ def test_the_preference_benchmark_runs(tmp_path):
     out = subprocess.run([sys.executable, "benchmarks/preference_toy.py", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    table = out.stdout.splitlines()[-6:]
+    lines = out.stdout.splitlines()
+    table = lines[lines.index(next(line for line in lines if line.split()[:2] == ["model", "reward"])):][:6]
     assert table[0].split() == ["model", "reward", "in", "mode", "rest", "W2"]
     assert [row.split()[0] for row in table[1:]] == ["base", "refl", "grpo_kl", "grpo_no_kl", "dpo"]
+    assert "hack (rewarded off the data, gold = the four modes): stopped at step" in out.stdout
+
+
+@pytest.mark.slow  # the quick start's two stages at their smoke sizes, four tiny preference stages, few samples
+def test_the_shapes_preference_benchmark_runs(tmp_path):
+    out = subprocess.run([sys.executable, "benchmarks/preference_shapes.py", "--smoke", "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "one-word prompts" in out.stdout and "refl" in out.stdout

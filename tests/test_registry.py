@@ -88,8 +88,8 @@ def test_shipped_specs_resolve_or_are_refused_at_the_lines_of_their_ops(path, pr
         assert file == str(path) and 1 <= int(line) <= len(lines)
 
 
-@pytest.mark.parametrize("path", [ROOT / "specs/quickstart.yaml", ROOT / "specs/toy2d.yaml",
-                                  ROOT / "examples/custom_stage/spec.yaml"])
+@pytest.mark.parametrize("path", [ROOT / "specs/quickstart.yaml", ROOT / "specs/quickstart_preference.yaml",
+                                  ROOT / "specs/toy2d.yaml", ROOT / "examples/custom_stage/spec.yaml"])
 def test_the_runnable_shipped_specs_resolve_every_op(path):
     plan = compile_spec(str(path), resolver=resolve, runnable=True)
     assert plan.resolved and all(op.missing is None for s in plan.stages for op in s.ops)
