@@ -68,8 +68,9 @@ def single_threaded():
 
 
 def freeze(bundle: ModelBundle) -> ModelBundle:
+    """No gradients, and eval mode (a teacher or reference never trains: no dropout, no recomputation)."""
     for module in bundle.trainable_modules().values():
-        module.requires_grad_(False)
+        module.requires_grad_(False).eval()
     return bundle
 
 

@@ -40,6 +40,8 @@ class StageContext:
     reward: Any = None  # reward: the stage's reward Scorer (runtime/rewards)
     reference: Any = None  # load_reference: the frozen reference bundle (None: the start with LoRA switched off)
     reference_hash: str | None = None  # its fingerprint, pinned in every checkpoint
+    teacher: Any = None  # load_teacher: the frozen teacher bundle (None: the start with LoRA switched off)
+    teacher_hash: str | None = None  # its fingerprint, pinned in every checkpoint
     pairs: Any = None  # pairs: Diffusion-DPO's preference pairs (runtime/data/pairs.py)
     classes: Any = None  # data: a class-conditional model's ClassNames (runtime/data/classes.py)
     repa: list = field(default_factory=list)  # vision_encoder: one RepaLoss per aux_losses entry

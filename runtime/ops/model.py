@@ -38,23 +38,34 @@ def load_weights(ctx: StageContext, bundle, start: str | None) -> str | None:
 
 @op("load_reference")
 def load_reference(ctx: StageContext, params: dict) -> None:
-    """The frozen reference policy: the start with the LoRA adapter switched off (nothing to load), a frozen
-    copy of the start, or another stage's weights. Its hash goes into every checkpoint: a resume on a
-    reference that changed is refused."""
+    """The frozen reference policy of a preference stage; its hash goes into every checkpoint (a resume on
+    a reference that changed is refused)."""
+    ctx.reference, ctx.reference_hash = frozen_model(ctx, ctx.stage.reference, "reference")
+
+
+@op("load_teacher")
+def load_teacher(ctx: StageContext, params: dict) -> None:
+    """The frozen teacher of a distillation stage, pinned by hash like a reference."""
+    ctx.teacher, ctx.teacher_hash = frozen_model(ctx, ctx.stage.teacher, "teacher")
+
+
+def frozen_model(ctx: StageContext, name: str | None, role: str):
+    """(bundle, hash) of the frozen model `name` names (default: the `from` stage): the start with its LoRA
+    adapter switched off (bundle None: nothing to load), a frozen copy of the start, or another stage's or
+    folder's weights."""
     from ..models.lora import fingerprint
 
-    reference = ctx.stage.reference or ctx.stage.from_
-    if reference == ctx.stage.from_ and ctx.base_hash is not None:
-        ctx.reference, ctx.reference_hash = None, ctx.base_hash
-        how = "the start with the LoRA adapter switched off"
+    name = name or ctx.stage.from_
+    if name == ctx.stage.from_ and ctx.base_hash is not None:
+        model, digest, how = None, ctx.base_hash, "the start with the LoRA adapter switched off"
     else:
-        if reference == ctx.stage.from_:
-            ctx.reference = frozen_copy(ctx.bundle)
+        if name == ctx.stage.from_:
+            model = frozen_copy(ctx.bundle)
         else:
-            ctx.reference = build_bundle(ctx.spec.model, ctx.seed, ctx.device)
-            load_weights(ctx, ctx.reference, reference)
-            freeze(ctx.reference)
-        ctx.reference_hash = fingerprint(ctx.reference)
-        how = f"a frozen copy of {reference}"
+            model = build_bundle(ctx.spec.model, ctx.seed, ctx.device)
+            load_weights(ctx, model, name)
+            freeze(model)
+        digest, how = fingerprint(model), f"a frozen copy of {name}"
     if ctx.dist.main:
-        print(f"[{ctx.label}] reference: {how} (hash {ctx.reference_hash})", flush=True)
+        print(f"[{ctx.label}] {role}: {how} (hash {digest})", flush=True)
+    return model, digest

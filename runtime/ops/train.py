@@ -72,7 +72,7 @@ def loop_config(ctx: StageContext) -> LoopConfig:
                       checkpoint_every=train.checkpoint.every, checkpoint_minutes=train.checkpoint.every_minutes,
                       checkpoint_keep=train.checkpoint.keep, samples_every=train.samples.every,
                       max_grad_norm=train.max_grad_norm, frozen_base=ctx.base_hash,
-                      frozen_reference=ctx.reference_hash)
+                      frozen_reference=ctx.reference_hash, frozen_teacher=ctx.teacher_hash)
 
 
 def start_wandb(ctx: StageContext, hooks: LoopHooks):

@@ -27,8 +27,8 @@ class TrainingDiverged(RuntimeError):
 
 
 class BaseChanged(RuntimeError):
-    """A checkpoint was trained on another frozen base (LoRA) or reference policy than this run loaded;
-    `field` is the stage's key that names it."""
+    """A checkpoint was trained on another frozen base (LoRA), reference policy or teacher than this run
+    loaded; `field` is the stage's key that names it."""
 
     def __init__(self, message: str, field: str = "from"):
         super().__init__(message)
@@ -65,7 +65,12 @@ class LoopConfig:
     samples_every: int = 500
     frozen_base: str | None = None  # under LoRA, the base's hash: checkpoints hold only what trains
     frozen_reference: str | None = None  # a preference stage's reference policy's hash: a resume never moves it
+    frozen_teacher: str | None = None  # a distillation stage's teacher's hash: a resume never moves it
     max_grad_norm: float | None = 1.0
+
+
+# The frozen models a checkpoint is pinned to: (role, how a message names it, the stage key naming it).
+PINNED = (("base", "frozen base", "from"), ("reference", "reference", "reference"), ("teacher", "teacher", "teacher"))
 
 
 @dataclass
@@ -105,7 +110,7 @@ class Trainer:
     # ------------------------------------------------------------------------------- state
     def state(self) -> dict:
         return {"step": self.step, "modules": {n: trained_state(m) for n, m in self.modules.items()},
-                "frozen_base": self.config.frozen_base, "frozen_reference": self.config.frozen_reference,
+                **{f"frozen_{role}": getattr(self.config, f"frozen_{role}") for role, _, _ in PINNED},
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema else None, "rng": capture_rng()}
 
@@ -114,13 +119,11 @@ class Trainer:
         if path is None:
             return False
         state = load_checkpoint(path, self.config.device)
-        if state.get("frozen_base") != self.config.frozen_base:
-            raise BaseChanged(f"{path} was trained on frozen base {state.get('frozen_base')}, but this run loaded base "
-                             f"{self.config.frozen_base}: the stage's starting weights changed under it")
-        if state.get("frozen_reference") != self.config.frozen_reference:
-            raise BaseChanged(f"{path} was trained against reference {state.get('frozen_reference')}, but this run "
-                             f"loaded reference {self.config.frozen_reference}: the reference changed under it",
-                              field="reference")
+        for role, what, key in PINNED:
+            saved, loaded = state.get(f"frozen_{role}"), getattr(self.config, f"frozen_{role}")
+            if saved != loaded:
+                raise BaseChanged(f"{path} was trained on {what} {saved}, but this run loaded {role} {loaded}: "
+                                  f"the {role} changed under it", field=key)
         for name, module in self.modules.items():
             load_trained_state(module, state["modules"][name], path)
         self.optimizer.load_state_dict(state["optimizer"])
