@@ -49,7 +49,7 @@ def test_the_whole_headline_chain_on_a_laptop_reports_missing_slurm_with_the_sta
     lines = out.stderr.splitlines()
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "executor.kind: SLURM's `sbatch`" in lines[0] and all("no runtime for" in line for line in lines[1:-1])
-    assert lines[-1] == f"flowspec run: {len(lines) - 1} errors" and len(lines) > 3
+    assert lines[-1] == f"flowspec run: {len(lines) - 1} errors" and len(lines) >= 3  # SLURM and one stage at least
 
 
 def test_only_the_missing_commands_are_named(tmp_path, root):
