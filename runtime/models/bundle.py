@@ -6,10 +6,10 @@ with from_pretrained), `text_encoder/` when the encoder is trained with the mode
 """
 from __future__ import annotations
 
-import json
-from contextlib import contextmanager
 import copy
 import dataclasses
+import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -92,7 +92,7 @@ def test_dropout_rate_is_p(p, seed):
     assert mask.dtype == torch.bool and mask.shape == (n,)
     se = math.sqrt(p * (1 - p) / n)
     # Plus 5 counts: for tiny p the count is Poisson, where one drop can lie 7 normal se out (p = 1e-6: a
-    # chance of 2%); 6 drops at n p = 0.02 have a chance of 1e-13. At p = 0.5 the slack is 7% of the bound.
+    # chance of 2%); 6 drops at n p = 0.02 have a chance of 1e-13. At p = 0.5 the slack is 1.6% of the bound.
     assert abs(mask.double().mean().item() - p) <= 4.5 * se + 5 / n
 
 
