@@ -119,4 +119,5 @@ def _ops(spec: Spec, stage) -> Iterator[OpSpec]:
     metric = EVALUATIONS.get(stage.data.source.kind)
     if metric is not None:
         yield OpSpec("evaluate", {"metric": metric}, ("data", "source"))
+    yield from stage.closing_ops()
     yield OpSpec("export", {"lora": stage.lora is not None}, ())

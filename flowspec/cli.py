@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="sampler steps (default: the stage's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cfg-scale", type=float, help="guidance scale (default: the stage's)")
-    p.add_argument("--solver", choices=["euler", "heun"], help="ODE solver (default: the stage's)")
+    p.add_argument("--solver", choices=["euler", "heun", "consistency"],
+                   help="ODE solver (default: the stage's); consistency: multi-step sampling of a consistency-distilled student")
     p.add_argument("--no-enhance", action="store_true",
                    help="give the model the prompts as written, not rewritten by the stage's prompt_enhancer")
     p.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",

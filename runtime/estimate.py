@@ -175,6 +175,9 @@ def estimate_stage(plan: Plan, stage_plan: StagePlan, measured: _Measured | None
     accel = ACCELERATORS[executor.gpu]
     saved = max(measured.cost(p.resolution).saved_bytes for p in phases)
     memory = peak_memory(stage, spec.model, total, trainable, saved, devices, cost.frozen_copies, notes)
+    if cost.trained_copies:
+        memory += cost.trained_copies * (4 + ADAM_BYTES + 4) * total * 1.1 / GIB
+        notes.append(f"memory includes {cost.trained_copies} trained copy of the model (with its optimizer state)")
     if memory > accel.memory_gib:
         notes.append(f"estimated {memory:.1f} GiB per device exceeds the {accel.memory_gib:.0f} GiB of a {executor.gpu}: "
                      f"{memory_remedies(spec.model, stage)}")

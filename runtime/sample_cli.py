@@ -104,9 +104,11 @@ def sample_command(args) -> int:
     if stage.prompt_enhancer is not None and not args.no_enhance:
         given = enhanced(stage, bundle, prompts, args.seed)
         print(f"prompt enhancer {stage.prompt_enhancer.kind}: {prompts[0]!r} -> {given[0]!r}")
+    student = stage.sampling()  # a distilled student: its own grid, no guidance
+    cfg_scale = student.get("cfg_scale", samples.cfg_scale) if args.cfg_scale is None else args.cfg_scale
     request = SampleRequest(prompts=tuple(given), per_prompt=args.n, seed=args.seed, num_steps=args.steps or samples.num_steps,
                             solver=args.solver or samples.solver, resolution=stage.data.curriculum[-1].resolution,
-                            cfg_scale=samples.cfg_scale if args.cfg_scale is None else args.cfg_scale, class_labels=labels)
+                            cfg_scale=cfg_scale, class_labels=labels, grid=student.get("grid", "default"))
     out = generate(bundle, stage.timesteps, request)
     target = Path(args.out)
     target.parent.mkdir(parents=True, exist_ok=True)

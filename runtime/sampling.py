@@ -23,6 +23,7 @@ class SampleRequest:
     resolution: int = 64
     aspect_ratio: float = 1.0
     class_labels: tuple[int, ...] | None = None  # one per prompt, for class-conditional models
+    grid: str = "default"  # "nested": a distilled student's grid (core/shifts.py nested_sigmas)
 
 
 def latent_multiple(bundle: ModelBundle) -> int:
@@ -37,11 +38,16 @@ def latent_shape(bundle: ModelBundle, n: int, height: int, width: int) -> tuple[
     return (n, channels, height // bundle.codec.factor, width // bundle.codec.factor)
 
 
-def grid_for(bundle: ModelBundle, timesteps_block, num_steps: int, height: int, width: int) -> torch.Tensor:
-    """The inference sigmas, shifted for this size as training was (resolution-aware or Flux dynamic)."""
+def grid_for(bundle: ModelBundle, timesteps_block, num_steps: int, height: int, width: int,
+             grid: str = "default") -> torch.Tensor:
+    """The inference sigmas, shifted for this size as training was (resolution-aware or Flux dynamic); the
+    diffusers grid, or with grid "nested" the shifted uniform grid a distilled student was trained on."""
     multiple = latent_multiple(bundle)
     seq_len = max(height // multiple, 1) * max(width // multiple, 1)
-    return shift_from_spec(timesteps_block.shift).inference_sigmas(num_steps, height, width, seq_len)
+    shift = shift_from_spec(timesteps_block.shift)
+    if grid == "nested":
+        return shift.nested_sigmas(num_steps, height, width, seq_len)
+    return shift.inference_sigmas(num_steps, height, width, seq_len)
 
 
 def guided_velocity(bundle: ModelBundle, captions: list[str], labels: torch.Tensor | None,
@@ -76,11 +82,16 @@ def generate(bundle: ModelBundle, timesteps_block, request: SampleRequest) -> np
         labels = torch.tensor([c for c in request.class_labels for _ in range(request.per_prompt)])
     size = None if toy else (height, width)
     velocity = guided_velocity(bundle, captions, labels, size, request.cfg_scale)
-    sigmas = grid_for(bundle, timesteps_block, request.num_steps, height, width).to(device)
+    sigmas = grid_for(bundle, timesteps_block, request.num_steps, height, width, request.grid).to(device)
+    fresh = torch.Generator().manual_seed(request.seed + 1)  # the consistency solver's re-noising
+
+    def renoise(i, shape):
+        return torch.randn(shape, generator=fresh).to(device)
+
     was_training = bundle.denoiser.training
     bundle.denoiser.eval()
     try:
-        x0 = sample_ode(velocity, noise.to(device), sigmas, solver=request.solver)
+        x0 = sample_ode(velocity, noise.to(device), sigmas, solver=request.solver, renoise=renoise)
     finally:
         bundle.denoiser.train(was_training)
     if toy:

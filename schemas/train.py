@@ -25,7 +25,8 @@ class Samples(Block):
     prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_PROMPTS), description="Fixed prompts of the grid.")
     per_prompt: int = Field(2, gt=0, description="Images per prompt (fixed seeds).")
     num_steps: int = Field(28, gt=0, description="Sampler steps.")
-    solver: Literal["euler", "heun"] = Field("euler", description="ODE solver on the shifted grid.")
+    solver: Literal["euler", "heun", "consistency"] = Field(
+        "euler", description="ODE solver on the shifted grid; consistency: multi-step sampling of a consistency-distilled student.")
     cfg_scale: float = Field(4.0, ge=0, description="Classifier-free guidance scale (1 = none).")
     seed: Seed = Field(0, description="Seed of the grid's initial noise.")
 

@@ -33,6 +33,7 @@ stages:
   - {name: reflow, kind: reflow, from: finetune, steps: 10}
   - {name: consistency_distill, kind: consistency_distill, from: finetune, steps: 10}
   - {name: adversarial_distill, kind: adversarial_distill, from: finetune, steps: 10, lora: {rank: 2}}
+  - {name: distribution_matching, kind: distribution_matching, from: finetune, steps: 10}
 """
 SHIPPED = sorted((ROOT / "specs").glob("*.yaml")) + sorted((ROOT / "examples").glob("*/spec.yaml"))
 

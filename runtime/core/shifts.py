@@ -47,6 +47,13 @@ class Shift(ABC):
         """The diffusers-equivalent sampling grid for this shift (see `inference_sigmas`)."""
         return inference_sigmas(num_steps, alpha=self.alpha(height, width, seq_len))
 
+    def nested_sigmas(self, num_steps: int, height: int | None = None, width: int | None = None,
+                      seq_len: int | None = None) -> Tensor:
+        """The shifted uniform grid shift(1 - k / N), k = 0..N: the grid of a distilled student. Unlike the
+        diffusers grid it nests (the N-step grid is every other point of the 2N-step one), which progressive
+        distillation needs: a student step spans exactly two teacher steps."""
+        return nested_sigmas(num_steps, self.alpha(height, width, seq_len))
+
 
 class NoShift(Shift):
     """alpha = 1: t is used as drawn."""
@@ -161,3 +168,12 @@ def inference_sigmas(num_steps: int, alpha: float = 1.0, mu: float | None = None
     sigmas = torch.linspace(1.0, sigma_min, num_steps, dtype=torch.float64)
     sigmas = shift(sigmas, alpha if mu is None else math.exp(mu))
     return torch.cat([sigmas.to(torch.float32), torch.zeros(1)])
+
+
+def nested_sigmas(num_steps: int, alpha: float = 1.0) -> Tensor:
+    """shift(linspace(1, 0, N + 1); alpha), float32: starts at exactly 1, ends at exactly 0, and the N-step
+    grid is every (M / N)-th point of the M-step grid when N divides M."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    grid = shift(torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64), _positive("alpha", alpha))
+    return grid.to(torch.float32)

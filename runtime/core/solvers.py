@@ -47,6 +47,7 @@ def heun_step(velocity_fn: VelocityFn, x: Tensor, t: float, t_next: float) -> Te
 
 
 _SOLVERS: dict[str, StepFn] = {"euler": euler_step, "heun": heun_step}
+SOLVERS = (*_SOLVERS, "consistency")
 
 
 def _check_grid(sigmas: Tensor) -> list[float]:
@@ -81,18 +82,37 @@ def heun(velocity_fn: VelocityFn, x: Tensor, sigmas: Tensor) -> Tensor:
     return _integrate(heun_step, velocity_fn, x, sigmas, keep=False)[-1]
 
 
+def consistency(velocity_fn: VelocityFn, x: Tensor, sigmas: Tensor, renoise: Callable[[int, tuple], Tensor]) -> Tensor:
+    """Multi-step consistency sampling (LCM): at each sigma_i jump to the clean estimate f(x, t) = x - t v(x, t),
+    then re-noise it to sigma_{i+1} with fresh noise renoise(i, shape); returns the last clean estimate.
+    One step is x - v(x, 1), the same as one Euler step."""
+    grid = _check_grid(sigmas)
+    x = x.to(torch.promote_types(x.dtype, torch.float32))
+    for i, (t, t_next) in enumerate(zip(grid[:-1], grid[1:])):
+        x0 = x - t * _velocity(velocity_fn, x, t)
+        if t_next <= 0:
+            return x0
+        x = (1 - t_next) * x0 + t_next * renoise(i, tuple(x.shape)).to(x)
+    return x0
+
+
 @torch.no_grad()
 def sample_ode(velocity_fn: VelocityFn, noise: Tensor, sigmas: Tensor, solver: str = "euler",
-               return_trajectory: bool = False) -> Tensor:
+               return_trajectory: bool = False, renoise: Callable[[int, tuple], Tensor] | None = None) -> Tensor:
     """Integrate from x = noise at sigmas[0] down the grid.
 
     Returns the final x (float32, or float64 for float64 noise), or with return_trajectory the stacked
     iterates of shape (len(sigmas), *noise.shape), whose first entry is the noise and last the sample.
-    Runs without autograd; call `euler` / `heun` directly to differentiate through sampling.
+    Runs without autograd; call `euler` / `heun` directly to differentiate through sampling. Solver
+    "consistency" (a consistency-distilled student) draws fresh noise at every step from `renoise`.
     """
+    if solver == "consistency":
+        if renoise is None or return_trajectory:
+            raise ValueError("the consistency solver needs renoise and returns no trajectory")
+        return consistency(velocity_fn, noise, sigmas, renoise)
     try:
         step = _SOLVERS[solver]
     except KeyError:
-        raise ValueError(f"unknown solver {solver!r}; valid: {', '.join(_SOLVERS)}") from None
+        raise ValueError(f"unknown solver {solver!r}; valid: {', '.join(SOLVERS)}") from None
     path = _integrate(step, velocity_fn, noise, sigmas, keep=return_trajectory)
     return torch.stack(path) if return_trajectory else path[-1]

@@ -124,3 +124,18 @@ def baseline(sampler: Callable[[int, torch.Generator], Tensor], n: int, seed: in
         "sliced_wasserstein": sliced_wasserstein(first, second, num_projections, generator=directions),
         "mmd_rbf": mmd_rbf(first, second),
     }
+
+
+def frechet_distance(a: Tensor, b: Tensor) -> float:
+    """|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2) between the Gaussians fitted to two sets
+    of feature vectors (rows), computed with symmetric eigendecompositions in float64 (FID's formula)."""
+    a, b = a.double().flatten(1), b.double().flatten(1)
+    if a.shape[1] != b.shape[1] or len(a) < 2 or len(b) < 2:
+        raise ValueError(f"the Frechet distance needs two sets of >= 2 vectors of one width, got {tuple(a.shape)} "
+                         f"and {tuple(b.shape)}")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
+    values, vectors = torch.linalg.eigh(s_a)
+    root_a = vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
+    cross = torch.linalg.eigvalsh(root_a @ s_b @ root_a).clamp_min(0).sqrt().sum()
+    return float((mu_a - mu_b).pow(2).sum() + torch.trace(s_a) + torch.trace(s_b) - 2 * cross)

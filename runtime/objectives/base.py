@@ -35,6 +35,7 @@ class Cost:
     forwards_per_sample: float = TRAIN_PASSES
     one_off_forwards: float = 0.0
     frozen_copies: tuple[str, ...] = ()
+    trained_copies: int = 0  # extra trained copies of the model (DMD2's fake score model), with their optimizer state
 
 
 class Objective:
@@ -57,6 +58,10 @@ class Objective:
 
     def modules(self) -> dict[str, nn.Module]:
         """Trained modules besides the model (e.g. REPA projectors): optimized, checkpointed, not exported."""
+        return {}
+
+    def learning_rates(self) -> dict[str, float]:
+        """Learning rates of their own for some of `modules()` (by name); the others use optimizer.lr."""
         return {}
 
     @classmethod

@@ -12,11 +12,11 @@ The reference is the start with the LoRA adapter disabled, or a frozen copy of t
 from __future__ import annotations
 
 import dataclasses
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import Tensor
 
 from ...schemas.buckets import bucket_sides
 from ..core.grpo import (clipped_objective, group_advantages, sde_sigma, sde_step_mean, sde_step_std, step_kl,
@@ -25,6 +25,7 @@ from ..core.randomness import SliceRandom
 from ..models.bundle import frozen_copy
 from ..models.lora import adapters_disabled, fingerprint, has_lora
 from ..sampling import grid_for, guided_velocity, latent_multiple, latent_shape
+from ..train.snapshot import WeightSnapshot
 from .base import TRAIN_PASSES, Cost, Objective, register_objective
 
 ROLLOUT_STREAM = 0x6A09  # the rollouts' draws come from their own seed
@@ -44,33 +45,7 @@ class Rollout:
     advantages: Tensor | None = None
 
 
-class OldPolicy(nn.Module):
-    """The trainable weights at the start of a batch of rollouts, as buffers (checkpointed, never optimized)."""
-
-    def __init__(self, modules: dict[str, nn.Module]):
-        super().__init__()
-        self.params = {f"{m}.{n}": p for m, module in modules.items() for n, p in module.named_parameters()
-                       if p.requires_grad}
-        for name, param in self.params.items():
-            self.register_buffer(name.replace(".", "__"), param.detach().clone())
-
-    def save(self) -> None:
-        with torch.no_grad():
-            for name, param in self.params.items():
-                self.get_buffer(name.replace(".", "__")).copy_(param)
-
-    @contextmanager
-    def loaded(self):
-        kept = {name: param.detach().clone() for name, param in self.params.items()}
-        with torch.no_grad():
-            for name, param in self.params.items():
-                param.copy_(self.get_buffer(name.replace(".", "__")))
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for name, param in self.params.items():
-                    param.copy_(kept[name])
+OldPolicy = WeightSnapshot  # the trainable weights at the start of a batch of rollouts
 
 
 @register_objective("flow_grpo")

@@ -43,6 +43,8 @@ class StageContext:
     teacher: Any = None  # load_teacher: the frozen teacher bundle (None: the start with LoRA switched off)
     teacher_hash: str | None = None  # its fingerprint, pinned in every checkpoint
     pairs: Any = None  # pairs: Diffusion-DPO's preference pairs (runtime/data/pairs.py)
+    discriminator: Any = None  # discriminator: ADD's heads on a frozen feature network (runtime/models/discriminator.py)
+    coupling: Any = None  # generate_pairs: reflow's (noise, teacher sample) pairs (runtime/data/coupling.py)
     classes: Any = None  # data: a class-conditional model's ClassNames (runtime/data/classes.py)
     repa: list = field(default_factory=list)  # vision_encoder: one RepaLoss per aux_losses entry
     caches: list = field(default_factory=list)  # content-keyed caches to flush at checkpoints

@@ -9,15 +9,16 @@ from .enhance import conditioning
 
 def request(ctx: StageContext, prompts, per_prompt: int, seed: int, evaluation: bool = False) -> SampleRequest:
     """Samples as train.samples draws them; for the evaluation, with the stage's own eval_steps where it
-    has them (Flow-GRPO trains on few SDE steps and is judged on many ODE steps). Under a prompt enhancer
+    has them (Flow-GRPO trains on few SDE steps and is judged on many ODE steps); a distilled student on its
+    own grid, without guidance (the stage's `sampling()`). Under a prompt enhancer
     the model is given the rewritten prompts; labels, class labels and scores keep the original ones."""
     samples, phase = ctx.stage.train.samples, ctx.stage.data.curriculum[-1]
     labels = ctx.classes.labels(prompts) if ctx.classes is not None else None
     steps = getattr(ctx.stage, "eval_steps", None) if evaluation else None
     given = conditioning(ctx, prompts)  # what the model reads; scores and labels read `prompts`
     return SampleRequest(prompts=tuple(given), per_prompt=per_prompt, seed=seed, num_steps=steps or samples.num_steps,
-                         solver=samples.solver, cfg_scale=samples.cfg_scale, resolution=phase.resolution,
-                         class_labels=labels)
+                         solver=samples.solver, resolution=phase.resolution, class_labels=labels,
+                         **{"cfg_scale": samples.cfg_scale, **ctx.stage.sampling()})
 
 
 def sample_grid(ctx: StageContext, step: int) -> None:

@@ -32,4 +32,7 @@ def write_report(run_dir: Path, summary: dict) -> None:
     for extra in ("eval_samples.png", "eval_scatter.png"):
         if (run_dir / extra).exists():
             lines += [f"![{extra}]({extra})", ""]
+    if (run_dir / "distill_report.md").exists():  # a distillation stage's student-against-teacher table
+        lines += ["", (run_dir / "distill_report.md").read_text().replace("# ", "## ", 1),
+                  "![distill_report.png](distill_report.png)", ""]
     (run_dir / "report.md").write_text("\n".join(lines))

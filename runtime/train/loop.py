@@ -97,7 +97,8 @@ class Trainer:
         self.config, self.modules, self.objective = config, modules, objective
         self.hooks, self.dist, self.stop_requested = hooks or LoopHooks(), dist, stop_requested
         self.params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(optimizer_spec, self.params, config.device)
+        self.optimizer = build_optimizer(optimizer_spec, param_groups(modules, getattr(objective, "learning_rates", dict)()),
+                                         config.device)
         self.scheduler = build_scheduler(self.optimizer, optimizer_spec.schedule, config.steps)
         ema = train_spec.ema
         self.ema = EMA(modules, ema.decay, ema.warmup, ema.every) if ema is not None else None
@@ -226,6 +227,16 @@ class Trainer:
             if self.dist.main:
                 print(f"[{self.config.label}] finished early at step {self.step}", flush=True)
         return not stop
+
+
+def param_groups(modules: dict[str, nn.Module], rates: dict[str, float]) -> list:
+    """The trained parameters; modules with a rate of their own (a discriminator, DMD2's fake score model) in
+    groups of their own, which the schedule scales like the rest."""
+    trained = {name: [p for p in m.parameters() if p.requires_grad] for name, m in modules.items()}
+    if not rates:
+        return [p for params in trained.values() for p in params]
+    groups = [{"params": [p for name, params in trained.items() if name not in rates for p in params]}]
+    return groups + [{"params": trained[name], "lr": lr} for name, lr in rates.items() if trained.get(name)]
 
 
 def trained_state(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -94,6 +94,14 @@ class StageBase(Block):
         if self.prompt_enhancer is not None and self.generates:
             yield OpSpec("enhance_prompts", {"enhancer": self.prompt_enhancer.kind}, ("prompt_enhancer",))
 
+    def closing_ops(self) -> Iterator[OpSpec]:
+        """Ops of this kind after the evaluation, before the export (a distillation report)."""
+        return iter(())
+
+    def sampling(self) -> dict:
+        """How this kind's trained model samples, over train.samples (a distilled student: its grid, no guidance)."""
+        return {}
+
     def objective_options(self) -> Any:
         """Options the objective is built with besides the stage itself (custom kinds: `options`)."""
         return None

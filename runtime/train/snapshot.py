@@ -1,0 +1,42 @@
+"""A copy of a model's trainable weights kept as buffers: checkpointed with the objective's modules, never
+optimized. Flow-GRPO keeps its old policy in one, progressive distillation the teacher of the current round,
+consistency distillation its EMA target network."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+class WeightSnapshot(nn.Module):
+    """The trainable weights of `modules` at the last save(), as buffers; loaded() swaps them in for a while."""
+
+    def __init__(self, modules: dict[str, nn.Module]):
+        super().__init__()
+        self.params = {f"{m}.{n}": p for m, module in modules.items() for n, p in module.named_parameters()
+                       if p.requires_grad}
+        for name, param in self.params.items():
+            self.register_buffer(name.replace(".", "__"), param.detach().clone())
+
+    def kept(self) -> list[torch.Tensor]:
+        return [self.get_buffer(name.replace(".", "__")) for name in self.params]
+
+    def save(self) -> None:
+        with torch.no_grad():
+            for buffer, param in zip(self.kept(), self.params.values()):
+                buffer.copy_(param)
+
+    @contextmanager
+    def loaded(self):
+        """The kept weights in the model for the block (no autograd through them), the live ones after."""
+        live = {name: param.detach().clone() for name, param in self.params.items()}
+        with torch.no_grad():
+            for buffer, param in zip(self.kept(), self.params.values()):
+                param.copy_(buffer)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, param in self.params.items():
+                    param.copy_(live[name])
