@@ -44,7 +44,7 @@ def test_stage_union_holds_exactly_the_life_cycle_kinds():
     kinds = [typing.get_args(m.model_fields["kind"].annotation)[0] for m in members]
     assert tuple(kinds) == STAGE_KINDS == (
         "pretrain", "finetune", "dreambooth", "reward_feedback", "flow_grpo", "diffusion_dpo",
-        "progressive_distill", "reflow", "consistency_distill", "adversarial_distill", "custom")
+        "progressive_distill", "reflow", "consistency_distill", "adversarial_distill", "distribution_matching", "custom")
 
 
 def test_every_stage_kind_accepts_lora():
