@@ -171,6 +171,8 @@ def estimate_stage(plan: Plan, stage_plan: StagePlan, measured: _Measured | None
         per_sample = measured.cost(phase.resolution).flops * cost.forwards_per_sample
         flops += max(end - phase.at_step, 0) * stage.train.global_batch * per_sample
     flops += cost.one_off_forwards * measured.cost(phases[0].resolution).flops
+    if cost.teacher_forwards or "teacher" in cost.frozen_copies:
+        notes.append(teacher_note(stage, cost, flops, measured))
     executor, devices = stage.executor, stage.executor.num_devices()
     accel = ACCELERATORS[executor.gpu]
     saved = max(measured.cost(p.resolution).saved_bytes for p in phases)
@@ -192,6 +194,19 @@ def estimate_stage(plan: Plan, stage_plan: StagePlan, measured: _Measured | None
     return Estimate(params_total=total, params_trainable=trainable, train_flops=flops, memory_gib=memory,
                     gpu_hours=seconds * devices / 3600, accelerator=executor.gpu, devices=devices,
                     step_seconds=step_seconds, params_text_encoder=measured.text_params, notes=tuple(notes))
+
+
+def teacher_note(stage, cost, flops: float, measured) -> str:
+    """The frozen teacher's part of the stage's FLOPs: its forwards in every step, and the one-off ones."""
+    phases = stage.data.curriculum
+    per_step = 0.0
+    for j, phase in enumerate(phases):
+        end = phases[j + 1].at_step if j + 1 < len(phases) else stage.steps
+        per_step += max(end - phase.at_step, 0) * stage.train.global_batch * measured.cost(phase.resolution).flops
+    teacher = per_step * cost.teacher_forwards + cost.one_off_forwards * measured.cost(phases[0].resolution).flops
+    return (f"teacher: {cost.teacher_forwards:g} of {cost.forwards_per_sample:g} forwards per sample"
+            + (f", {cost.one_off_forwards:,.0f} one-off" if cost.one_off_forwards else "")
+            + f": {teacher:.3g} FLOPs, {100 * teacher / flops if flops else 0:.0f}% of the stage's")
 
 
 def memory_remedies(model_spec, stage) -> str:

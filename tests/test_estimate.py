@@ -100,3 +100,20 @@ def test_plan_text_shows_every_column(root):
     real = sum(p.numel() for m in bundle.trainable_modules().values() for p in m.parameters())
     assert f"{real:,}" in text
     assert dataclasses.asdict(plan.stage("pretrain").estimate)["params_total"] == real
+
+
+def test_a_distillation_stage_counts_its_teacher_and_dmd2_its_fake_model(tmp_path, root):
+    """LCM: 2 of its 6 forwards per sample are the guided teacher's (a third of the FLOPs); DMD2 holds a trained
+    fake score model, its weights, gradients and Adam state, on top of what a stage without one holds."""
+    text = (root / "specs/sdxl_like.yaml").read_text()
+    plan = estimate_plan(compile_spec(str(root / "specs/sdxl_like.yaml")))
+    lcm = plan.stage("lcm").estimate
+    note = next(n for n in lcm.notes if n.startswith("teacher:"))
+    assert note.startswith("teacher: 2 of 6 forwards per sample:") and note.endswith("33% of the stage's")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(text.replace("kind: consistency_distill", "kind: distribution_matching").replace(
+        "    skip: 20\n    num_timesteps: 50\n", "    fake_updates: 1\n"))
+    dmd = estimate_plan(compile_spec(str(spec))).stage("lcm").estimate
+    extra = dmd.memory_gib - lcm.memory_gib
+    assert extra == pytest.approx(16 * dmd.params_total * 1.1 / 2**30, rel=1e-6)
+    assert any("1 trained copy of the model" in n for n in dmd.notes)

@@ -76,4 +76,4 @@ class AdversarialDistill(DistillObjective):
     @classmethod
     def cost(cls, stage, options=None) -> Cost:
         cfg = 2 if stage.teacher_cfg() != 1.0 else 1
-        return Cost(forwards_per_sample=TRAIN_PASSES + cfg, frozen_copies=("teacher",))  # + the teacher's estimate
+        return Cost(forwards_per_sample=TRAIN_PASSES + cfg, frozen_copies=("teacher",), teacher_forwards=cfg)

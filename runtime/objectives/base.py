@@ -35,6 +35,7 @@ class Cost:
     forwards_per_sample: float = TRAIN_PASSES
     one_off_forwards: float = 0.0
     frozen_copies: tuple[str, ...] = ()
+    teacher_forwards: float = 0.0  # of forwards_per_sample, the frozen teacher's (a distillation stage's)
     trained_copies: int = 0  # extra trained copies of the model (DMD2's fake score model), with their optimizer state
 
 

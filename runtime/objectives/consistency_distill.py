@@ -76,4 +76,4 @@ class ConsistencyDistill(DistillObjective):
     @classmethod
     def cost(cls, stage, options=None) -> Cost:
         # the guided teacher step (conditional + unconditional), the target network, the student
-        return Cost(forwards_per_sample=2 + 1 + TRAIN_PASSES, frozen_copies=("teacher",))
+        return Cost(forwards_per_sample=2 + 1 + TRAIN_PASSES, frozen_copies=("teacher",), teacher_forwards=2)

@@ -142,4 +142,5 @@ class DistributionMatching(DistillObjective):
         k = stage.fake_updates
         generator = TRAIN_PASSES + 1 + cfg  # the generator's step and backward, the fake and real scores
         fake = 1 + TRAIN_PASSES  # a sample of the generator, the fake model's step and backward
-        return Cost(forwards_per_sample=(generator + k * fake) / (k + 1), frozen_copies=("teacher",), trained_copies=1)
+        return Cost(forwards_per_sample=(generator + k * fake) / (k + 1), frozen_copies=("teacher",), trained_copies=1,
+                    teacher_forwards=cfg / (k + 1))

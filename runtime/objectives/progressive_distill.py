@@ -74,4 +74,5 @@ class ProgressiveDistill(DistillObjective):
         cfg = 2 if stage.teacher_cfg() != 1.0 else 1
         # two teacher steps (guided in round 0, the unguided student after) and the student's step
         first = 1 / stage.rounds
-        return Cost(forwards_per_sample=2 * (first * cfg + (1 - first)) + TRAIN_PASSES, frozen_copies=("teacher",))
+        teacher = 2 * (first * cfg + (1 - first))
+        return Cost(forwards_per_sample=teacher + TRAIN_PASSES, frozen_copies=("teacher",), teacher_forwards=teacher)

@@ -62,6 +62,8 @@ def frozen_model(ctx: StageContext, name: str | None, role: str):
         if name == ctx.stage.from_:
             model = frozen_copy(ctx.bundle)
         else:
+            if "/" in name:
+                check_family(ctx, Path(name), role)
             model = build_bundle(ctx.spec.model, ctx.seed, ctx.device)
             load_weights(ctx, model, name)
             freeze(model)
@@ -69,3 +71,30 @@ def frozen_model(ctx: StageContext, name: str | None, role: str):
     if ctx.dist.main:
         print(f"[{ctx.label}] {role}: {how} (hash {digest})", flush=True)
     return model, digest
+
+
+def check_family(ctx: StageContext, folder: Path, role: str) -> None:
+    """A teacher or reference folder must hold this spec's model family in its latent space (the same
+    backbone class and latent channels): refused at the stage's key otherwise, naming both."""
+    import json
+
+    from ...compiler import Issue, Location, SpecError
+    from ..models.build import FAMILY_CLASSES
+    from ..models.lora import read_base
+
+    base = read_base(folder)
+    config_path = (Path(base["base"]) if base is not None and not (folder / "denoiser").is_dir() else folder) / "denoiser" / "config.json"
+    if not config_path.is_file():
+        return  # a plain backbone file or folder: load_weights says what is wrong with it
+    config = json.loads(config_path.read_text())
+    spec = ctx.spec.model
+    resolved = spec.resolved_config()
+    wanted = {"class": FAMILY_CLASSES[spec.kind].rsplit(".", 1)[-1],
+              "in_channels": resolved.get("in_channels", resolved.get("in_dim"))}  # the MLP's points: in_dim
+    found = {"class": config.get("_class_name"), "in_channels": config.get("in_channels", config.get("in_dim"))}
+    if found != wanted:
+        where = next((o.loc for o in ctx.stage_plan.ops if o.op == f"load_{role}"), ctx.stage_plan.loc)
+        raise SpecError([Issue(Location.parse(where), f"stages.{ctx.stage.name}.{role}",
+                               f"{folder} holds a {found['class']} with {found['in_channels']} latent channels, but this "
+                               f"spec's model is a {wanted['class']} ({spec.kind}) with {wanted['in_channels']}: a "
+                               f"{role} must be the same model family in the same latent space")])

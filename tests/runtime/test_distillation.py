@@ -78,3 +78,14 @@ def test_skip_beyond_the_grid_and_guidance_beside_w_range_are_refused(tmp_path):
         compile_spec(str(path))
     keys = {issue.path for issue in caught.value.issues}
     assert {"stages.lcm.skip", "stages.lcm.cfg_scale"} <= keys
+
+
+def test_a_teacher_of_another_family_is_refused_at_its_key_naming_both(tmp_path):
+    other = tmp_path / "other" / "denoiser"
+    other.mkdir(parents=True)
+    (other / "config.json").write_text(json.dumps({"_class_name": "SD3Transformer2DModel", "in_channels": 16}))
+    write_spec(tmp_path, BASE + "  - {name: lcm, kind: consistency_distill, from: pretrain, steps: 8, teacher: other/}\n")
+    out = flowspec("run", "spec.yaml", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "stages.lcm.teacher: other holds a SD3Transformer2DModel with 16 latent channels" in out.stderr
+    assert "this spec's model is a VelocityMLP (mlp) with 2" in out.stderr
