@@ -146,3 +146,17 @@ def test_a_job_with_two_tasks_trains_data_parallel_like_two_local_processes(slur
     assert flowspec(slurm_env, "run", "spec.yaml", cwd=tmp_path / "local").returncode == 0
     a, b = weights(stage_dir(tmp_path / "slurm", "toy", "pretrain")), weights(stage_dir(tmp_path / "local", "toy", "pretrain"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 2e-4
+
+
+@pytest.mark.slow  # the two headline chains as SLURM jobs (about 4 minutes): with the slow tests
+@pytest.mark.parametrize("name,stages", [("sdxl_like", ("pretrain", "sft", "dpo", "subject_lora", "lcm")),
+                                         ("sd3_like", ("pretrain", "grpo", "reflow"))])
+def test_a_headline_smoke_chain_runs_every_stage_as_chained_jobs(slurm_env, tmp_path, root, name, stages):
+    out = flowspec(slurm_env, "run", str(root / f"specs/{name}.yaml"), "--profile", "smoke", "--executor", "slurm",
+                   "--wait", cwd=tmp_path, timeout=1200)
+    assert out.returncode == 0, out.stdout + out.stderr
+    submitted = jobs(tmp_path, name)
+    assert [job["stage"] for job in submitted] == list(stages)
+    for stage in stages:
+        assert (stage_dir(tmp_path, name, stage) / "DONE").exists(), stage
+    assert (stage_dir(tmp_path, name, stages[-1]) / "distill_report.json").exists()
