@@ -56,11 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", help="with --spec: the stage whose sampler settings to use (default: the last)")
     p.add_argument("--prompt", action="append", default=[], help="prompt (repeatable; default: the stage's own)")
     p.add_argument("--n", type=int, default=4, help="images per prompt (points for 2-D data)")
-    p.add_argument("--steps", type=int, help="sampler steps (default: the stage's)")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the stage's; a distilled student's own, on its grid)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cfg-scale", type=float, help="guidance scale (default: the stage's)")
     p.add_argument("--solver", choices=["euler", "heun", "consistency"],
-                   help="ODE solver (default: the stage's); consistency: multi-step sampling of a consistency-distilled student")
+                   help="ODE solver (default: the stage's); consistency: multi-step sampling of a consistency-"
+                        "distilled student")
     p.add_argument("--no-enhance", action="store_true",
                    help="give the model the prompts as written, not rewritten by the stage's prompt_enhancer")
     p.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",

@@ -85,7 +85,8 @@ class DistributionMatching(DistillObjective):
                 estimate = x - expand_t(t, x) * field(x, t)
                 fresh = self.noise_like(rand, f"level_noise_{k}", n, clean.size)
                 x_k = (1 - self.levels[k]) * estimate + self.levels[k] * fresh
-                x = torch.where(expand_t((pick >= k).to(self.device), x), x_k, x)
+                later = (pick >= k).to(self.device).view(-1, *[1] * (x.dim() - 1))
+                x = torch.where(later, x_k, x)
         t = torch.tensor([self.levels[i] for i in pick.tolist()], device=self.device)
         with torch.set_grad_enabled(grad):
             return x - expand_t(t, x) * field(x, t)

@@ -78,15 +78,16 @@ def toy_scorer(ctx: StageContext):
 
 
 def shapes_scorer(ctx: StageContext):
-    """Captions of fresh scenes of the last phase's band; the checker on them, and the Frechet distance of the
-    frozen EfficientNet-lite0's pooled features to the scenes' renders (left out when its wheel is missing)."""
+    """Captions of fresh scenes of the last phase's band (the same for every stage of the spec); the checker on
+    them, and the Frechet distance of the frozen EfficientNet-lite0's pooled features to the scenes' renders
+    (left out when its wheel is missing)."""
     from ..data.shapes import make_scene, render
     from ..eval.checker import accuracy
     from ..eval.metrics import frechet_distance
 
     phase = ctx.stage.data.curriculum[-1]
     band = (1, 1) if ctx.classes is not None else tuple(phase.complexity)
-    scenes = [make_scene(ctx.seed + 1, 10**6 + i, band) for i in range(SHAPES_CAPTIONS)]
+    scenes = [make_scene(ctx.spec.seed + 1, 10**6 + i, band) for i in range(SHAPES_CAPTIONS)]  # one set per spec
     captions = [scene.caption for scene in scenes]
     encoder, extra = feature_encoder()
     real = None

@@ -16,7 +16,7 @@ KINDS = PROGRESSIVE + """\
   - {name: insta, kind: reflow, from: reflow, steps: 10, num_pairs: 64, teacher_steps: 2, one_step: true, train: {samples: {num_steps: 1}}}
   - {name: lcm, kind: consistency_distill, from: pretrain, steps: 12, num_timesteps: 10, skip: 100, w_range: [1.0, 1.0], ema_decay: 0.9, loss: huber, train: {checkpoint: {every: 5}, samples: {solver: consistency, num_steps: 2}}}
   - {name: add, kind: adversarial_distill, from: pretrain, steps: 12, train: {checkpoint: {every: 5}}}
-  - {name: dmd, kind: distribution_matching, from: pretrain, steps: 12, fake_updates: 2, gan_weight: 0.01, train: {checkpoint: {every: 5}}}
+  - {name: dmd, kind: distribution_matching, from: pretrain, steps: 12, fake_updates: 2, gan_weight: 0.01, student_timesteps: [1.0, 0.5], train: {checkpoint: {every: 5}}}
 """
 
 
@@ -53,9 +53,13 @@ def test_a_one_step_reflow_of_a_reflow_is_straighter_than_the_start(finished):
     assert straightness["student"] < straightness["start"]
 
 
-def test_the_consistency_student_samples_with_its_solver(finished):
+def test_the_consistency_student_samples_with_its_solver_in_its_report_and_in_flowspec_sample(finished, tmp_path):
     rows = report(finished, "lcm")["rows"]
     assert {r["solver"] for r in rows if r["model"] == "student"} == {"consistency"}
+    out = flowspec("sample", str(stage_dir(finished, "toy", "lcm")), "--n", "16", "--out", str(tmp_path / "a.npy"),
+                   cwd=finished)
+    assert out.returncode == 0, out.stderr
+    assert "num_steps=2, solver='consistency', cfg_scale=1.0" in out.stdout and "grid='nested'" in out.stdout
 
 
 def test_a_progressive_run_killed_in_its_second_round_resumes_bitwise(finished, tmp_path):
