@@ -29,8 +29,13 @@ class WeightSnapshot(nn.Module):
 
     @contextmanager
     def loaded(self):
-        """The kept weights in the model for the block (no autograd through them), the live ones after."""
+        """The kept weights in the model for the block (no autograd through them), the live ones after.
+
+        Inside an autocast region torch keeps the low-precision copy of each weight for the whole region and
+        does not see in-place copies into the weight, so the cache is emptied on the way in and out: else
+        the block would run on the live weights' copies, or the live forward after it on the kept ones."""
         live = {name: param.detach().clone() for name, param in self.params.items()}
+        torch.clear_autocast_cache()
         with torch.no_grad():
             for buffer, param in zip(self.kept(), self.params.values()):
                 param.copy_(buffer)
@@ -40,3 +45,4 @@ class WeightSnapshot(nn.Module):
             with torch.no_grad():
                 for name, param in self.params.items():
                     param.copy_(live[name])
+            torch.clear_autocast_cache()
