@@ -15,14 +15,15 @@ SPEC_PROFILES = [(spec, profile) for spec in SPECS for profile in [None, *load_f
 
 
 def test_the_shipped_specs_are_there():
-    assert {p.stem for p in SPECS} >= {"quickstart", "quickstart_preference", "sdxl_like", "sd3_like", "toy2d"}
+    assert {p.stem for p in SPECS} >= {"quickstart", "quickstart_preference", "lifecycle", "sdxl_like", "sd3_like", "toy2d"}
 
 
-def test_the_preference_quick_start_shares_the_quick_starts_stages():
-    """Its pretrain and finetune are quickstart.yaml's (a run into the same folder reuses them)."""
-    ours, theirs = (compile_spec(str(SPECS[0].parent / f"{name}.yaml")) for name in ("quickstart_preference", "quickstart"))
+@pytest.mark.parametrize("name,last", [("quickstart_preference", "grpo"), ("lifecycle", "progressive")])
+def test_the_quick_start_extensions_share_the_quick_starts_stages(name, last):
+    """Their pretrain and finetune are quickstart.yaml's (a run into the same folder reuses them)."""
+    ours, theirs = (compile_spec(str(SPECS[0].parent / f"{spec}.yaml")) for spec in (name, "quickstart"))
     hashes = {s.name: s.hash for s in theirs.stages}
-    assert [s.name for s in ours.stages] == ["pretrain", "finetune", "grpo"]
+    assert [s.name for s in ours.stages] == ["pretrain", "finetune", last]
     assert all(s.hash == hashes[s.name] for s in ours.stages[:2]) and ours.spec.name == theirs.spec.name
 
 

@@ -1,6 +1,6 @@
 """Op `distill_report`: every distillation stage compares its student with its teacher on the same prompts and
 seeds: the student at 1, 2, 4 steps and its own (train.samples.num_steps) on its nested grid without guidance,
-the teacher at 8 steps and its own on its grid with the guidance it taught. Quality is the data's metric
+the teacher at 8 steps, its own and the student's own on its grid with the guidance it taught. Quality is the data's metric
 (toy2d: sliced W2 and MMD to fresh data, with the data's own floor; shapes: checker accuracy and a Frechet
 distance of EfficientNet-lite0 features to renders of the same captions), with NFE (denoiser forwards per
 sample) and wall time per sample. Written as distill_report.md (part of the stage's report.md),
@@ -42,7 +42,7 @@ def rows(ctx: StageContext) -> list[dict]:
     solver = ctx.stage.train.samples.solver
     students = [{"model": "student", "steps": n, "grid": "nested", "solver": solver, "cfg_scale": 1.0}
                 for n in sorted({1, 2, 4, own})]
-    teachers = [{**teacher, "model": "teacher", "steps": n} for n in sorted({8, teacher["steps"]})]
+    teachers = [{**teacher, "model": "teacher", "steps": n} for n in sorted({8, teacher["steps"], own})]
     return students + teachers
 
 
