@@ -52,3 +52,22 @@ def test_the_shapes_preference_benchmark_runs(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "one-word prompts" in out.stdout and "refl" in out.stdout
+
+
+@pytest.mark.slow  # seven small stages on 2-D points and their reports: about half a minute
+def test_the_toy_distillation_benchmark_runs(tmp_path):
+    out = subprocess.run([sys.executable, "benchmarks/distill_toy.py", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    kinds = {line.split()[0] for line in out.stdout.splitlines() if line.split()[1:2] == ["student"]}
+    assert kinds == {"progressive", "reflow", "instaflow", "lcm", "add", "dmd2"}
+    assert "best 1-step student:" in out.stdout
+
+
+@pytest.mark.slow  # the quick start's two stages at their smoke sizes and five tiny students: about a minute
+def test_the_shapes_distillation_benchmark_runs(tmp_path):
+    out = subprocess.run([sys.executable, "benchmarks/distill_shapes.py", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    kinds = {line.split()[0] for line in out.stdout.splitlines() if line.split()[1:2] == ["teacher"]}
+    assert kinds == {"progressive", "reflow", "lcm", "add", "dmd2"}

@@ -18,7 +18,7 @@ def test_the_shipped_specs_are_there():
     assert {p.stem for p in SPECS} >= {"quickstart", "quickstart_preference", "lifecycle", "sdxl_like", "sd3_like", "toy2d"}
 
 
-@pytest.mark.parametrize("name,last", [("quickstart_preference", "grpo"), ("lifecycle", "progressive")])
+@pytest.mark.parametrize("name,last", [("quickstart_preference", "grpo"), ("lifecycle", "lcm")])
 def test_the_quick_start_extensions_share_the_quick_starts_stages(name, last):
     """Their pretrain and finetune are quickstart.yaml's (a run into the same folder reuses them)."""
     ours, theirs = (compile_spec(str(SPECS[0].parent / f"{spec}.yaml")) for spec in (name, "quickstart"))
