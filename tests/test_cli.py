@@ -95,13 +95,15 @@ def test_dump_after_unknown_pass():
     assert code == 2 and "unknown pass 'parse'" in err
 
 
-@pytest.mark.slow  # the whole headline chain, seven stages (about a minute): with the slow tests
-def test_the_headline_smoke_chain_runs_every_stage_locally(tmp_path, root):
-    code, out, err = run_cli("run", str(root / "specs/sdxl_like.yaml"), "--profile", "smoke", cwd=tmp_path)
+@pytest.mark.slow  # the two headline chains, eight stages (about a minute and a half): with the slow tests
+@pytest.mark.parametrize("name,stages", [("sdxl_like", ("pretrain", "sft", "dpo", "subject_lora", "lcm")),
+                                         ("sd3_like", ("pretrain", "grpo", "reflow"))])
+def test_a_headline_smoke_chain_runs_every_stage_locally(tmp_path, root, name, stages):
+    code, out, err = run_cli("run", str(root / f"specs/{name}.yaml"), "--profile", "smoke", cwd=tmp_path)
     assert code == 0 and "Traceback" not in err, err
-    for stage in ("pretrain", "sft", "dpo", "subject_lora", "lcm"):
-        assert len(list((tmp_path / "runs/sdxl_like").glob(f"{stage}-*/model"))) == 1, stage
-    assert list((tmp_path / "runs/sdxl_like").glob("lcm-*/distill_report.json"))
+    for stage in stages:
+        assert len(list((tmp_path / f"runs/{name}").glob(f"{stage}-*/model"))) == 1, stage
+    assert list((tmp_path / f"runs/{name}").glob(f"{stages[-1]}-*/distill_report.json"))
 
 
 def test_validate_reports_a_broken_profile_and_fails(tmp_path, root):

@@ -93,3 +93,14 @@ def test_a_teacher_of_another_family_is_refused_at_its_key_naming_both(tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert "stages.lcm.teacher: other holds a SD3Transformer2DModel with 16 latent channels" in out.stderr
     assert "this spec's model is a VelocityMLP (mlp) with 2" in out.stderr
+
+
+def test_an_add_encoder_that_cannot_be_loaded_offline_is_refused_at_its_key(tmp_path):
+    from .helpers import IMAGE
+
+    spec = IMAGE + ("  - {name: add, kind: adversarial_distill, from: pretrain, steps: 2,"
+                    " discriminator: {encoder: {kind: dinov2, path: no/dinov2}}}\n")
+    write_spec(tmp_path, spec.replace("steps: 16}", "steps: 2}").replace("{at_step: 8, resolution: 16", "{at_step: 1, resolution: 16"))
+    out = flowspec("run", "spec.yaml", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "stages.add.discriminator.encoder: the dinov2 encoder cannot be loaded offline: no/dinov2" in out.stderr
