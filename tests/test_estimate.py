@@ -102,6 +102,7 @@ def test_plan_text_shows_every_column(root):
     assert dataclasses.asdict(plan.stage("pretrain").estimate)["params_total"] == real
 
 
+@pytest.mark.slow  # plans the headline spec twice (about 30 s): with the slow tests
 def test_a_distillation_stage_counts_its_teacher_and_dmd2_its_fake_model(tmp_path, root):
     """LCM: 2 of its 6 forwards per sample are the guided teacher's (a third of the FLOPs); DMD2 holds a trained
     fake score model, its weights, gradients and Adam state, on top of what a stage without one holds."""

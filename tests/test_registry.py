@@ -90,7 +90,6 @@ def test_shipped_specs_resolve_or_are_refused_at_the_lines_of_their_ops(path, pr
 
 
 @pytest.mark.parametrize("path", [ROOT / "specs/quickstart.yaml", ROOT / "specs/quickstart_preference.yaml",
-                                  ROOT / "specs/lifecycle.yaml", ROOT / "specs/sdxl_like.yaml", ROOT / "specs/sd3_like.yaml",
                                   ROOT / "specs/toy2d.yaml", ROOT / "examples/custom_stage/spec.yaml"])
 def test_the_runnable_shipped_specs_resolve_every_op(path):
     plan = compile_spec(str(path), resolver=resolve, runnable=True)

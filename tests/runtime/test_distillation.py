@@ -62,6 +62,7 @@ def test_the_consistency_student_samples_with_its_solver_in_its_report_and_in_fl
     assert "num_steps=2, solver='consistency', cfg_scale=1.0" in out.stdout and "grid='nested'" in out.stdout
 
 
+@pytest.mark.slow  # a kill-and-resume run (about 40 s): with the slow tests, to keep the default run under budget
 def test_a_progressive_run_killed_in_its_second_round_resumes_bitwise(finished, tmp_path):
     resumed = kill_and_resume(tmp_path, BASE + PROGRESSIVE, "toy", "prog", step=10)  # round 2 starts at step 6
     assert_same_weights(resumed, stage_dir(finished, "toy", "prog"))
@@ -95,6 +96,7 @@ def test_a_teacher_of_another_family_is_refused_at_its_key_naming_both(tmp_path)
     assert "this spec's model is a VelocityMLP (mlp) with 2" in out.stderr
 
 
+@pytest.mark.slow  # an image model's pre-training first (about 20 s): with the slow tests
 def test_an_add_encoder_that_cannot_be_loaded_offline_is_refused_at_its_key(tmp_path):
     from .helpers import IMAGE
 

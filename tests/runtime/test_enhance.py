@@ -79,7 +79,7 @@ def test_the_model_reads_the_rewrite_and_the_identity_changes_nothing():
 
     stage = types.SimpleNamespace(
         train=types.SimpleNamespace(samples=types.SimpleNamespace(num_steps=4, solver="euler", cfg_scale=2.0)),
-        data=types.SimpleNamespace(curriculum=[types.SimpleNamespace(resolution=32)]))
+        data=types.SimpleNamespace(curriculum=[types.SimpleNamespace(resolution=32)]), sampling=dict)
     ctx = types.SimpleNamespace(stage=stage, classes=None, seed=5, enhancer=None)
     plain = request(ctx, ["a circle", "two squares"], 2, seed=1)
     ctx.enhancer = enhancer(kind="identity")
