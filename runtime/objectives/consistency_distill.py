@@ -63,9 +63,8 @@ class ConsistencyDistill(DistillObjective):
         with torch.no_grad():
             teacher = self.teacher_field(clean, w)
             x_lo = x_hi + expand_t(t_lo - t_hi, x_hi) * teacher(x_hi, t_hi)
-            field = self.student(clean)
-            with self.target.loaded(), eval_mode(self.bundle):
-                target = consistency_function(x_lo, t_lo, field(x_lo, t_lo))
+            with self.target.loaded(), eval_mode(self.bundle):  # the target's text encoder too: built inside
+                target = consistency_function(x_lo, t_lo, self.student(clean)(x_lo, t_lo))
         online = consistency_function(x_hi, t_hi, self.student(clean)(x_hi, t_hi))
         if stage.loss == "huber":
             loss = pseudo_huber(online, target, stage.huber_c).mean()

@@ -1,7 +1,7 @@
 """Diffusion-DPO in flow form (algorithms.md section 7): for each preference pair, the winner and the loser
 are noised with the same t and the same noise; the velocity errors of the policy and of the frozen
-reference give the loss of runtime/core/dpo.py. Row i of step s's global batch of B is pair
-perm_e[(s B + i) mod N] with e = (s B + i) // N: every pair once per epoch, in an order drawn per epoch.
+reference give the loss of runtime/core/dpo.py. Rows read their pairs in
+runtime/data/pair_order.py's order: every pair once per epoch, in an order drawn per epoch.
 Logged: the implicit accuracy (pairs with inner > 0) and the reward margin (the mean inner term).
 """
 from __future__ import annotations
@@ -10,7 +10,8 @@ import torch
 
 from ..core import LinearPath, TimestepDistribution, per_sample_loss
 from ..core.dpo import dpo_loss
-from ..core.randomness import SliceRandom, stream_seed
+from ..core.randomness import SliceRandom
+from ..data.pair_order import PairOrder
 from ..models.conditioning import make_condition
 from ..models.lora import adapters_disabled
 from ..sampling import latent_multiple
@@ -29,22 +30,10 @@ class DiffusionDPO(Objective):
         self.path = LinearPath()
         self.toy = ctx.bundle.denoiser.spec.kind == "mlp"
         self.multiple = 1 if self.toy else latent_multiple(ctx.bundle)
-        self.orders: dict[int, torch.Tensor] = {}
-
-    def rows(self, step: int, micro: int) -> tuple[int, list[int]]:
-        """This micro-batch's offset in the global batch and the pairs its rows take."""
-        offset = (micro * self.dist.world + self.dist.rank) * self.micro  # the data stream's slice order
-        places = [step * self.batch + offset + i for i in range(self.micro)]
-        return offset, [int(self.order(p // len(self.pairs))[p % len(self.pairs)]) for p in places]
-
-    def order(self, epoch: int) -> torch.Tensor:
-        if epoch not in self.orders:
-            generator = torch.Generator().manual_seed(stream_seed(self.seed, epoch, "dpo_pairs"))
-            self.orders = {epoch: torch.randperm(len(self.pairs), generator=generator)}
-        return self.orders[epoch]
+        self.order = PairOrder(len(self.pairs), self.seed, "dpo_pairs", self.batch, self.micro, ctx.dist)
 
     def __call__(self, step: int, micro: int):
-        offset, index = self.rows(step, micro)
+        offset, index = self.order.rows(step, micro)
         n = len(index)
         rand = SliceRandom(self.seed, step, offset, n, self.batch)
         winners, losers = (x[index].to(self.device) for x in (self.pairs.winners, self.pairs.losers))

@@ -53,16 +53,10 @@ class DistillObjective(Objective):
         size = None if self.toy else (batch.height, batch.width)
         return Clean(x0, list(batch.captions), batch.class_labels, size, rand)
 
-    def grid(self, num_steps: int, size: tuple[int, int] | None) -> list[float]:
+    def grid(self, num_steps: int, size: tuple[int, int] | None) -> Tensor:
         """The student's nested grid of num_steps steps at this size (shifted as the stage's timesteps say)."""
         height, width = size or (0, 0)
-        return grid_for(self.bundle, self.stage.timesteps, num_steps, height, width, "nested").tolist()
-
-    def final_size(self) -> tuple[int, int] | None:
-        """The image size of the stage's last curriculum phase (square), None for 2-D points."""
-        if self.toy:
-            return None
-        return bucket_sides(self.stage.data.curriculum[-1].resolution, 1.0, self.multiple)
+        return grid_for(self.bundle, self.stage.timesteps, num_steps, height, width, "nested").to(self.device)
 
     def noise_like(self, rand: SliceRandom, name: str, n: int, size) -> Tensor:
         height, width = size or (0, 0)
@@ -76,6 +70,23 @@ class DistillObjective(Objective):
 
     def teacher_field(self, clean: Clean, scale: float | Tensor):
         return self.frozen.field(clean.captions, clean.labels, clean.size, scale)
+
+
+def final_size(stage, bundle) -> tuple[int, int] | None:
+    """The image size of the stage's last curriculum phase (square), None for 2-D points."""
+    if bundle.denoiser.spec.kind == "mlp":
+        return None
+    return bucket_sides(stage.data.curriculum[-1].resolution, 1.0, latent_multiple(bundle))
+
+
+def teacher_stage(spec, stage):
+    """The stage block the teacher comes from (None for a folder by path), and whether it is a distilled
+    student (which samples on its own grid, with its own solver)."""
+    from ...schemas.stages import DistillBase
+
+    name = stage.teacher or stage.from_
+    upstream = next((s for s in spec.stages if s.name == name), None)
+    return upstream, isinstance(upstream, DistillBase)
 
 
 class Teacher:

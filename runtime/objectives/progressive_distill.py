@@ -45,29 +45,21 @@ class ProgressiveDistill(DistillObjective):
         clean = self.clean(step, micro)
         n, rand = len(clean.x0), clean.rand
         teacher_n = self.stage.teacher_steps // 2 ** r
-        teacher_grid = self.grid(teacher_n, clean.size)
+        grid = self.grid(teacher_n, clean.size)
         index = rand.rows(rand.draw("interval", lambda total, g: torch.randint(0, teacher_n // 2, (total,), generator=g)))
-        t = torch.tensor([teacher_grid[2 * k] for k in index.tolist()], device=self.device)
-        t_mid = torch.tensor([teacher_grid[2 * k + 1] for k in index.tolist()], device=self.device)
-        t_end = torch.tensor([teacher_grid[2 * k + 2] for k in index.tolist()], device=self.device)
+        index = 2 * index.to(self.device)
+        t, t_mid, t_end = grid[index], grid[index + 1], grid[index + 2]
         eps = self.noise_like(rand, "noise", n, clean.size)
         x_t = (1 - expand_t(t, clean.x0)) * clean.x0 + expand_t(t, clean.x0) * eps
-        with torch.no_grad():
-            target = progressive_target(self.round_teacher(clean, r), x_t, t, t_mid, t_end)
+        if r == 0:
+            with torch.no_grad():
+                target = progressive_target(self.teacher_field(clean, self.stage.teacher_cfg()), x_t, t, t_mid, t_end)
+        else:  # the student as the round began, its text encoder included: the condition is built inside
+            with torch.no_grad(), self.previous.loaded(), eval_mode(self.bundle):
+                target = progressive_target(self.student(clean), x_t, t, t_mid, t_end)
         v = self.student(clean)(x_t, t)
         loss = per_sample_loss(v, target.float()).mean()
         return loss, {"round": r, "student_steps": teacher_n // 2}
-
-    def round_teacher(self, clean, r: int):
-        if r == 0:
-            return self.teacher_field(clean, self.stage.teacher_cfg())
-        field = self.student(clean)
-
-        def previous(x, t):
-            with self.previous.loaded(), eval_mode(self.bundle):
-                return field(x, t)
-
-        return previous
 
     @classmethod
     def cost(cls, stage, options=None) -> Cost:

@@ -3,18 +3,19 @@ sample) pairs that the teacher's guided ODE made (op generate_pairs), so the lea
 Euler steps suffice. With one_step the student trains at t = 1 only: its single Euler step from the noise
 is pulled onto the teacher's sample, InstaFlow's distillation step (after a reflow stage, as its teacher).
 
-Row i of step s's global batch of B is pair perm_e[(s B + i) mod N], e = (s B + i) // N (every pair once per
-epoch, in an order drawn per epoch), as Diffusion-DPO reads its pairs.
+Rows read the pairs in runtime/data/pair_order.py's order (every pair once per epoch, in an order drawn per
+epoch), as Diffusion-DPO reads its pairs.
 """
 from __future__ import annotations
 
 import torch
 
 from ..core import LinearPath, TimestepDistribution, flow_matching_loss
-from ..core.randomness import SliceRandom, stream_seed
+from ..core.randomness import SliceRandom
+from ..data.pair_order import PairOrder
 from ..models.conditioning import make_condition
 from .base import TRAIN_PASSES, Cost, register_objective
-from .distill_common import DistillObjective
+from .distill_common import DistillObjective, final_size
 
 
 @register_objective("reflow")
@@ -22,25 +23,13 @@ class Reflow(DistillObjective):
     def __init__(self, ctx, options=None):
         super().__init__(ctx, options)
         self.coupling, self.batch = ctx.coupling, ctx.stage.train.global_batch
-        self.micro = self.batch // (ctx.accumulation * ctx.dist.world)
+        micro = self.batch // (ctx.accumulation * ctx.dist.world)
+        self.order = PairOrder(len(self.coupling), self.seed, "reflow_pairs", self.batch, micro, ctx.dist)
         self.timesteps = TimestepDistribution.from_spec(ctx.stage.timesteps)
-        self.size = self.final_size()
-        self.orders: dict[int, torch.Tensor] = {}
-
-    def rows(self, step: int, micro: int) -> tuple[int, list[int]]:
-        offset = (micro * self.dist.world + self.dist.rank) * self.micro  # the data stream's slice order
-        places = [step * self.batch + offset + i for i in range(self.micro)]
-        n = len(self.coupling)
-        return offset, [int(self.order(p // n)[p % n]) for p in places]
-
-    def order(self, epoch: int) -> torch.Tensor:
-        if epoch not in self.orders:
-            generator = torch.Generator().manual_seed(stream_seed(self.seed, epoch, "reflow_pairs"))
-            self.orders = {epoch: torch.randperm(len(self.coupling), generator=generator)}
-        return self.orders[epoch]
+        self.size = final_size(ctx.stage, ctx.bundle)
 
     def __call__(self, step: int, micro: int):
-        offset, index = self.rows(step, micro)
+        offset, index = self.order.rows(step, micro)
         n = len(index)
         rand = SliceRandom(self.seed, step, offset, n, self.batch)
         eps, x0 = self.coupling.noise[index].to(self.device), self.coupling.samples[index].to(self.device)

@@ -7,6 +7,7 @@ sample) and wall time per sample. Written as distill_report.md (part of the stag
 distill_report.json and distill_report.png."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from contextlib import nullcontext
@@ -14,6 +15,7 @@ from contextlib import nullcontext
 import torch
 
 from ..models.lora import adapters_disabled
+from ..objectives.distill_common import teacher_stage
 from ..sampling import generate
 from . import op
 from .context import StageContext
@@ -26,11 +28,7 @@ SHAPES_CAPTIONS = 64
 def teacher_sampling(ctx: StageContext) -> dict:
     """How the teacher samples: its stage's steps (a distilled teacher: also its grid and solver), with the
     guidance the stage taught."""
-    from ...schemas.stages import DistillBase
-
-    name = ctx.stage.teacher or ctx.stage.from_
-    upstream = next((s for s in ctx.spec.stages if s.name == name), None)
-    distilled = isinstance(upstream, DistillBase)
+    upstream, distilled = teacher_stage(ctx.spec, ctx.stage)
     samples = (upstream or ctx.stage).train.samples
     return {"steps": samples.num_steps, "grid": "nested" if distilled else "default",
             "solver": samples.solver if distilled else "euler", "cfg_scale": ctx.stage.teacher_cfg()}
@@ -47,9 +45,8 @@ def rows(ctx: StageContext) -> list[dict]:
 
 
 def measure(ctx: StageContext, row: dict, prompts: list[str], per_prompt: int, score) -> dict:
-    base = request(ctx, prompts, per_prompt, seed=4321, evaluation=True)
-    wanted = base.__class__(**{**base.__dict__, "num_steps": row["steps"], "grid": row["grid"], "solver": row["solver"],
-                               "cfg_scale": row["cfg_scale"]})
+    wanted = dataclasses.replace(request(ctx, prompts, per_prompt, seed=4321, evaluation=True), num_steps=row["steps"],
+                                 grid=row["grid"], solver=row["solver"], cfg_scale=row["cfg_scale"])
     bundle = ctx.teacher if row["model"] == "teacher" and ctx.teacher is not None else ctx.bundle
     off = adapters_disabled(ctx.bundle) if row["model"] == "teacher" and ctx.teacher is None else nullcontext()
     weights = ctx.weights_for_export() if row["model"] == "student" else nullcontext()

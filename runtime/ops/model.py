@@ -83,7 +83,8 @@ def check_family(ctx: StageContext, folder: Path, role: str) -> None:
     from ..models.lora import read_base
 
     base = read_base(folder)
-    config_path = (Path(base["base"]) if base is not None and not (folder / "denoiser").is_dir() else folder) / "denoiser" / "config.json"
+    weights = Path(base["base"]) if base is not None and not (folder / "denoiser").is_dir() else folder  # a LoRA folder: its base
+    config_path = weights / "denoiser" / "config.json"
     if not config_path.is_file():
         return  # a plain backbone file or folder: load_weights says what is wrong with it
     config = json.loads(config_path.read_text())

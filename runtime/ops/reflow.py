@@ -12,9 +12,8 @@ from ..core import sample_ode
 from ..core.distill import straightness
 from ..core.randomness import stream_seed
 from ..data.coupling import COUPLING_CACHE, Coupling, coupling_key, make_coupling
-from ..objectives.distill_common import Teacher
-from ..sampling import grid_for, latent_multiple, latent_shape
-from ...schemas.buckets import bucket_sides
+from ..objectives.distill_common import Teacher, eval_mode, final_size, teacher_stage
+from ..sampling import grid_for, latent_shape
 from . import op
 from .context import StageContext
 from .enhance import data_prompts
@@ -22,28 +21,13 @@ from .enhance import data_prompts
 PROBE = 64  # pairs whose noise and captions the straightness is measured on
 
 
-def teacher_grid_kind(ctx: StageContext) -> str:
-    """A teacher that is itself a distilled stage samples on its nested grid."""
-    from ...schemas.stages import DistillBase
-
-    name = ctx.stage.teacher or ctx.stage.from_
-    upstream = next((s for s in ctx.spec.stages if s.name == name), None)
-    return upstream.sampling().get("grid", "default") if isinstance(upstream, DistillBase) else "default"
-
-
-def final_size(ctx: StageContext) -> tuple[int, int] | None:
-    if ctx.toy:
-        return None
-    return bucket_sides(ctx.stage.data.curriculum[-1].resolution, 1.0, latent_multiple(ctx.bundle))
-
-
 @op("generate_pairs")
 def generate_pairs(ctx: StageContext, params: dict) -> None:
     stage = ctx.stage
     prompts = data_prompts(ctx, stage.num_pairs)
-    size = final_size(ctx)
+    size = final_size(stage, ctx.bundle)
     height, width = size or (0, 0)
-    grid = teacher_grid_kind(ctx)
+    grid = "nested" if teacher_stage(ctx.spec, stage)[1] else "default"  # a distilled teacher: its own grid
     sigmas = grid_for(ctx.bundle, stage.timesteps, stage.teacher_steps, height, width, grid).to(ctx.device)
     teacher = Teacher(ctx.bundle, ctx.teacher)
     identity = {"teacher": ctx.teacher_hash, "prompts": prompts, "seed": ctx.seed, "steps": stage.teacher_steps,
@@ -75,17 +59,12 @@ def probe_straightness(ctx: StageContext, coupling: Coupling, steps: int = 16) -
     from ..models.conditioning import make_condition
 
     n = min(PROBE, len(coupling))
-    size = final_size(ctx)
+    size = final_size(ctx.stage, ctx.bundle)
     height, width = size or (0, 0)
     captions = coupling.captions[:n]
     cond = make_condition(ctx.bundle, captions, labels(ctx, captions), size)
     sigmas = grid_for(ctx.bundle, ctx.stage.timesteps, steps, height, width, "nested").to(ctx.device)
     denoiser = ctx.bundle.denoiser
-    was_training = denoiser.training
-    denoiser.eval()
-    try:
-        with torch.no_grad():
-            return straightness(lambda x, t: denoiser.velocity(x, t, cond).float(), coupling.noise[:n].to(ctx.device),
-                                sigmas)
-    finally:
-        denoiser.train(was_training)
+    with torch.no_grad(), eval_mode(ctx.bundle):
+        return straightness(lambda x, t: denoiser.velocity(x, t, cond).float(), coupling.noise[:n].to(ctx.device),
+                            sigmas)

@@ -48,7 +48,7 @@ def test_every_kind_reports_its_student_against_its_teacher(finished, stage, own
     assert "Distillation report" in text and (stage_dir(finished, "toy", stage) / "distill_report.png").exists()
 
 
-def test_a_one_step_reflow_of_a_reflow_is_straighter_than_the_start(finished):
+def test_reflow_straightens_the_field_of_its_start(finished):
     straightness = report(finished, "reflow")["straightness"]
     assert straightness["student"] < straightness["start"]
 
