@@ -50,7 +50,9 @@ class Distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         # find_unused_parameters: a step may leave a module without gradient (every caption dropped).
+        # gradient_as_bucket_view: gradients live in the all-reduce buckets, not copied into them (memory, a copy).
         return DistributedDataParallel(_ObjectiveModule(modules, objective), find_unused_parameters=True,
+                                       gradient_as_bucket_view=True,
                                        device_ids=[device.index] if device.type == "cuda" else None)
 
     def sum(self, values: list[float], device: torch.device) -> list[float]:

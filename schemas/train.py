@@ -16,7 +16,8 @@ class EMA(Block):
 
 class Checkpoint(Block):
     every: int = Field(500, gt=0, description="Write a checkpoint every this many optimizer steps (and at the end).")
-    every_minutes: float | None = Field(None, gt=0, description="Also write one when this many minutes have passed since the last.")
+    every_minutes: float | None = Field(None, gt=0, description="Also write one when this many minutes have passed "
+                                        "since the last (with several processes, at the next step that logs).")
     keep: int = Field(2, gt=0, description="How many recent checkpoints to keep.")
 
 
@@ -39,7 +40,11 @@ class Train(Block):
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this; null: no clipping.")
     ema: EMA | None = Field(None, description="Exponential moving average of the weights; null: none.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
-    compile: bool = Field(False, description="torch.compile the denoiser.")
+    compile: bool | Literal["regional", "full"] = Field(
+        False, description="torch.compile the denoiser for training. regional (or true): each repeated block "
+        "(transformer, UNet down / mid / up block) compiled once and shared by the blocks of its class, so compiling "
+        "takes about one block's time; full: the whole denoiser as one graph; false: eager. Compiled code is cached "
+        "under data.cache.dir/torch_compile (or TORCHINDUCTOR_CACHE_DIR) and reused by later runs.")
     cfg_dropout: Probability = Field(0.1, description="Probability of dropping the condition (for classifier-free guidance).")
     checkpoint: Checkpoint = Field(default_factory=dict, validate_default=True, description="Checkpoint cadence.")
     samples: Samples = Field(default_factory=dict, validate_default=True, description="Sample grids during and after training.")

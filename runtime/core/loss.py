@@ -24,9 +24,12 @@ def per_sample_loss(v_pred: Tensor, v_target: Tensor) -> Tensor:
 
 def flow_matching_loss(v_pred: Tensor, v_target: Tensor, weight: Tensor | None = None) -> Tensor:
     """mean_b [ w_b l_b ] with l_b = per_sample_loss; w = 1 when weight is None. A scalar."""
+    if weight is None:  # the mean of equal-sized per-sample means: one mean over everything, fewer kernels
+        if v_pred.shape != v_target.shape:
+            raise ValueError(f"prediction and target shapes differ: {tuple(v_pred.shape)} vs {tuple(v_target.shape)}")
+        dtype = torch.promote_types(torch.promote_types(v_pred.dtype, v_target.dtype), torch.float32)
+        return ((v_pred.to(dtype) - v_target.to(dtype)) ** 2).mean()
     l_b = per_sample_loss(v_pred, v_target)
-    if weight is None:
-        return l_b.mean()
     if weight.shape != l_b.shape:
         raise ValueError(f"weight must have shape (B,) = {tuple(l_b.shape)}, got {tuple(weight.shape)}")
     return (weight.to(l_b.dtype) * l_b).mean()

@@ -21,6 +21,8 @@ def shift(t: Tensor | float, alpha: float) -> Tensor | float:
     """shift(t; alpha) = alpha t / (1 + (alpha - 1) t); works on tensors and on Python floats."""
     # Same value written as alpha t / (alpha t + (1 - t)): this form returns exactly 0 and 1 at the
     # ends in floating point (the textbook form gives 1.0000000000000002 for alpha = 0.1).
+    if alpha == 1:  # the identity, without the rounding of t / (t + (1 - t))
+        return t
     return alpha * t / (alpha * t + (1 - t))
 
 

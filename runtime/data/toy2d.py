@@ -6,6 +6,7 @@ training mid-epoch reproduce the exact batches an uninterrupted run would have s
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable
@@ -49,12 +50,16 @@ def mixture_parameters(distribution: Any) -> tuple[Tensor, Tensor, Tensor]:
     """(means (K, 2), stds (K,), weights (K,) summing to 1), float64, of a gaussian_mixture block."""
     if getattr(distribution, "kind", None) != "gaussian_mixture":
         raise ValueError(f"mixture_parameters needs a gaussian_mixture, got {getattr(distribution, 'kind', None)!r}")
-    means = torch.tensor([list(m) for m in distribution.means], dtype=torch.float64)
-    stds = torch.tensor(distribution.stds, dtype=torch.float64)
-    k = len(distribution.means)
-    weights = torch.full((k,), 1.0 / k, dtype=torch.float64) if distribution.weights is None \
-        else torch.tensor(distribution.weights, dtype=torch.float64)
-    return means, stds, weights / weights.sum()
+    weights = None if distribution.weights is None else tuple(distribution.weights)
+    return _mixture(tuple(tuple(m) for m in distribution.means), tuple(distribution.stds), weights)
+
+
+@functools.lru_cache(maxsize=64)
+def _mixture(means: tuple, stds: tuple, weights: tuple | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Built once per mixture, not once per batch (read-only: callers index them)."""
+    k = len(means)
+    weight = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else torch.tensor(weights, dtype=torch.float64)
+    return torch.tensor(means, dtype=torch.float64), torch.tensor(stds, dtype=torch.float64), weight / weight.sum()
 
 
 @_register("gaussian_mixture")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from ..core.randomness import to_device
 from .text import TextCondition
 
 
@@ -24,7 +25,7 @@ class Condition:
 
     def to(self, device) -> "Condition":
         return replace(self, text=self.text.to(device) if self.text else None,
-                       class_labels=self.class_labels.to(device) if self.class_labels is not None else None)
+                       class_labels=to_device(self.class_labels, device) if self.class_labels is not None else None)
 
     @staticmethod
     def cat(a: "Condition", b: "Condition") -> "Condition":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..core.randomness import to_device
 from .adapters import Condition
 from .bundle import ModelBundle
 
@@ -28,10 +29,9 @@ def make_condition(bundle: ModelBundle, captions: list[str], class_labels: torch
     labels = None
     null = null_class(bundle)
     if null is not None and class_labels is not None:
-        labels = class_labels.clone()
-        if drop is not None:
-            labels[drop] = null
-        labels = labels.to(device)
+        labels = to_device(class_labels, device)
+        if drop is not None:  # where, not a masked assignment: a boolean index waits for the device
+            labels = torch.where(to_device(drop, device), null, labels)
     return Condition(text=text, class_labels=labels, image_size=image_size)
 
 

@@ -195,9 +195,9 @@ class RepaLoss(nn.Module):
         return torch.stack([f["tokens"] for f in found]).to(clean_images.device), grid
 
     @property
-    def last_value(self) -> float | None:
-        """The unscaled L_REPA of the last call, for logging."""
-        return None if self._last is None else float(self._last)
+    def last_value(self) -> torch.Tensor | None:
+        """The unscaled L_REPA of the last call, for logging (a tensor: the loop reads it back when it logs)."""
+        return self._last
 
     def remove(self) -> None:
         """Detach the hook from the denoiser (e.g. when the stage ends)."""

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ...schemas.model import BUILTIN_VOCAB, builtin_token, builtin_words
+from ..core.randomness import to_device
 
 PAD, BOS = 0, 1
 
@@ -24,7 +25,7 @@ class TextCondition:
     pooled: torch.Tensor  # (B, pooled width)
 
     def to(self, device) -> "TextCondition":
-        return TextCondition(self.states.to(device), self.mask.to(device), self.pooled.to(device))
+        return TextCondition(*(to_device(t, device) for t in (self.states, self.mask, self.pooled)))
 
 
 def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

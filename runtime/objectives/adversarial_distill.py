@@ -49,8 +49,8 @@ class AdversarialDistill(DistillObjective):
         critic = hinge_discriminator_loss(real_logits, self.discriminator(fake_items.detach(), text))
         r1 = r1_penalty(real_logits, real_items) if stage.discriminator.r1_weight > 0 else real_logits.new_zeros(())
         loss = generator + stage.distill_weight * distill + critic + stage.discriminator.r1_weight * r1
-        return loss, {"adv_loss": generator.item(), "distill_loss": distill.item(), "disc_loss": critic.item(),
-                      "r1": r1.item()}
+        return loss, {"adv_loss": generator.detach(), "distill_loss": distill.detach(), "disc_loss": critic.detach(),
+                      "r1": r1.detach()}
 
     def distillation(self, clean, x_hat, rand) -> torch.Tensor:
         """(1 - s) ||x_hat - sg(teacher's clean estimate of x_hat noised to s)||^2, per dimension, averaged."""

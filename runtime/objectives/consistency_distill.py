@@ -70,7 +70,7 @@ class ConsistencyDistill(DistillObjective):
             loss = pseudo_huber(online, target, stage.huber_c).mean()
         else:
             loss = per_sample_loss(online, target).mean()
-        return loss, {"w_mean": w.mean().item()}
+        return loss, {"w_mean": w.mean()}
 
     @classmethod
     def cost(cls, stage, options=None) -> Cost:

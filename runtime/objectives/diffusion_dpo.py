@@ -56,7 +56,7 @@ class DiffusionDPO(Objective):
                 ref_cond = make_condition(self.reference, captions, labels, None if self.toy else (height, width))
                 reference = self.errors(self.reference, sample, t, ref_cond)
         loss, inner = dpo_loss(errors[:n], errors[n:], reference[:n], reference[n:], self.beta)
-        return loss, {"implicit_accuracy": (inner > 0).float().mean().item(), "reward_margin": inner.mean().item()}
+        return loss, {"implicit_accuracy": (inner > 0).float().mean(), "reward_margin": inner.detach().mean()}
 
     def encode(self, x, rand: SliceRandom, name: str):
         return self.bundle.codec.encode(x, lambda shape: rand.randn(name, shape))

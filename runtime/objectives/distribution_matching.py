@@ -103,14 +103,14 @@ class DistributionMatching(DistillObjective):
             fake = x_t - expand_t(t, x_t) * self.fake.denoiser.velocity(x_t, t, cond).float()
             real = x_t - expand_t(t, x_t) * self.teacher_field(clean, stage.teacher_cfg())(x_t, t)
         loss = dmd_loss(x_hat, dmd_gradient(x_hat, fake, real))
-        metrics = {"update": "generator", "dmd_loss": loss.item()}
+        metrics = {"update": "generator", "dmd_loss": loss.detach()}
         if stage.gan_weight > 0:
             noised = (1 - expand_t(t, x_hat)) * x_hat + expand_t(t, x_hat) * self.noise_like(rand, "gan_noise", len(t), clean.size)
             frozen = {k: v.detach() for k, v in self.fake.named_parameters()}
             logits = torch.func.functional_call(self.fake, frozen, (noised, t, cond), strict=False)
             gan = F.softplus(-logits).mean()
             loss = loss + stage.gan_weight * gan
-            metrics["gan_loss"] = gan.item()
+            metrics["gan_loss"] = gan.detach()
         return loss, metrics
 
     def fake_loss(self, clean):
@@ -124,12 +124,12 @@ class DistributionMatching(DistillObjective):
         x_t = (1 - expand_t(t, x_hat)) * x_hat + expand_t(t, x_hat) * eps
         cond = self.condition(clean)
         loss = per_sample_loss(self.fake.denoiser.velocity(x_t, t, cond).float(), eps - x_hat).mean()
-        metrics = {"update": "fake", "fake_loss": loss.item()}
+        metrics = {"update": "fake", "fake_loss": loss.detach()}
         if self.stage.gan_weight > 0:
             real_t = (1 - expand_t(t, clean.x0)) * clean.x0 + expand_t(t, clean.x0) * eps
             critic = F.softplus(-self.fake(real_t, t, cond)).mean() + F.softplus(self.fake(x_t, t, cond)).mean()
             loss = loss + critic
-            metrics["critic_loss"] = critic.item()
+            metrics["critic_loss"] = critic.detach()
         return loss, metrics
 
     def condition(self, clean):

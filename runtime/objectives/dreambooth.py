@@ -35,7 +35,7 @@ class DreamBooth(FlowMatching):
         if self.prior_images is None:
             return loss, metrics
         prior_loss, _ = self.loss_on(self.prior_batch(batch, step), step, (self.seed + PRIOR_STREAM) % 2**63)
-        metrics.update(instance_loss=loss.item(), prior_loss=prior_loss.item())
+        metrics.update(instance_loss=loss.detach(), prior_loss=prior_loss.detach())
         return loss + self.prior_lambda * prior_loss, metrics
 
     def prior_batch(self, batch, step: int):

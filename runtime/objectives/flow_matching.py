@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..core import LinearPath, TimestepDistribution, condition_dropout_mask, flow_matching_loss
-from ..core.randomness import SliceRandom
+from ..core.randomness import SliceRandom, to_device
 from ..models.conditioning import make_condition
 from ..sampling import latent_multiple
 from .base import TRAIN_PASSES, Cost, Objective, register_objective
@@ -28,9 +28,9 @@ class FlowMatching(Objective):
         self.path = LinearPath()
         self.multiple = latent_multiple(ctx.bundle) if ctx.bundle.denoiser.spec.kind != "mlp" else 1
 
-    def weighting(self, t: torch.Tensor) -> torch.Tensor:
-        """Extra per-sample loss weight, on top of the sampler's importance weight (1 here)."""
-        return torch.ones_like(t)
+    def weighting(self, t: torch.Tensor) -> torch.Tensor | None:
+        """Extra per-sample loss weight, on top of the sampler's importance weight; None: none (1)."""
+        return None
 
     def __call__(self, step: int, micro: int):
         return self.loss_on(self.feed.batch(step, micro), step, self.seed)
@@ -40,22 +40,34 @@ class FlowMatching(Objective):
         n = len(batch.x)
         # Draws depend on an item's place in the global batch, not on ranks x accumulation.
         rand = SliceRandom(seed, step, batch.offset, n, batch.total or n)
-        x0 = self.bundle.codec.encode(batch.x.to(self.device), lambda shape: rand.randn("posterior", shape), batch.keys)
-        eps = rand.randn("noise", x0.shape).to(self.device)
+        x0 = self.bundle.codec.encode(to_device(batch.x, self.device), lambda shape: rand.randn("posterior", shape),
+                                      batch.keys)
+        eps = to_device(rand.randn("noise", x0.shape), self.device)
         seq_len = max(batch.height // self.multiple, 1) * max(batch.width // self.multiple, 1)
         draw = rand.draw("t", lambda total, g: self.timesteps.draw(total, g, batch.height, batch.width, seq_len))
-        t, weight = rand.rows(draw.t).to(self.device), rand.rows(draw.weight).to(self.device)
-        drop = rand.rows(rand.draw("dropout", lambda total, g: condition_dropout_mask(total, self.cfg_dropout, g)))
+        t = to_device(rand.rows(draw.t), self.device)
+        weight = self.loss_weight(t, draw.weight, rand)
+        drop = None  # cfg_dropout 0 (toys, unconditional data) draws nothing
+        if self.cfg_dropout > 0:
+            drop = rand.rows(rand.draw("dropout", lambda total, g: condition_dropout_mask(total, self.cfg_dropout, g)))
         sample = self.path.sample(x0, eps, t)
         size = (batch.height, batch.width) if batch.height else None
         cond = make_condition(self.bundle, batch.captions, batch.class_labels, size, drop)
         v = self.bundle.denoiser.velocity(sample.x_t, t, cond)
-        loss = flow_matching_loss(v.float(), sample.velocity.float(), weight * self.weighting(t))
+        loss = flow_matching_loss(v.float(), sample.velocity.float(), weight)
         metrics = {"phase": batch.phase, "resolution": batch.height}
         if self.repa:
-            metrics["fm_loss"] = loss.item()
+            metrics["fm_loss"] = loss.detach()
             loss = loss + self._repa_terms(batch, x0, metrics)
         return loss, metrics
+
+    def loss_weight(self, t: torch.Tensor, sampler_weight: torch.Tensor, rand: SliceRandom) -> torch.Tensor | None:
+        """The timestep sampler's weight times `weighting(t)`; None when both are 1 (no multiply at all)."""
+        extra = self.weighting(t)
+        if self.timesteps.loss_weighting == "none":
+            return extra
+        weight = to_device(rand.rows(sampler_weight), self.device)
+        return weight if extra is None else weight * extra
 
     def _repa_terms(self, batch, x0, metrics: dict) -> torch.Tensor:
         """Each REPA term reads the block output of the forward just run and aligns it with the clean

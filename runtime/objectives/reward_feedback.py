@@ -34,7 +34,7 @@ class RewardFeedback(FlowMatching):
         loss, metrics = self.reward_loss(batch, step)
         if self.stage.pretrain_loss_weight > 0:
             fm, fm_metrics = self.loss_on(batch, step, self.seed)
-            metrics.update(fm_metrics, fm_loss=fm.item())
+            metrics.update(fm_metrics, fm_loss=fm.detach())
             loss = loss + self.stage.pretrain_loss_weight * fm
         return loss, metrics
 
@@ -60,8 +60,8 @@ class RewardFeedback(FlowMatching):
         items = x0_hat if self.toy else self.bundle.codec.decode(x0_hat.float()).clamp(-1, 1)
         reward = self.scorer(items, list(batch.captions), grad=True)
         loss = stage.grad_scale * torch.relu(stage.reward_margin - reward).mean()
-        return loss, {"phase": batch.phase, "resolution": batch.height, "reward": reward.mean().item(),
-                      "reward_loss": loss.item(), "grad_step": j}
+        return loss, {"phase": batch.phase, "resolution": batch.height, "reward": reward.detach().mean(),
+                      "reward_loss": loss.detach(), "grad_step": j}
 
     @classmethod
     def cost(cls, stage, options=None) -> Cost:

@@ -1,11 +1,14 @@
 """Op `train`: the stage's objective on the shared training loop."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from ..train.checkpoint import capture_rng, restore_rng
 from ...compiler import Issue, Location, SpecError
 from ..train.loop import BaseChanged, LoopConfig, LoopHooks, Trainer
+from ..train.speed import prepare_denoiser
 from . import op, spec_dir
 from .context import StageContext
 from .data import log_final_report
@@ -14,23 +17,7 @@ from .sample import sample_grid
 
 @op("train")
 def train(ctx: StageContext, params: dict) -> None:
-    from ..objectives import objective_class
-
-    cls = objective_class(params["objective"], spec_dir(ctx.plan))
-    options = cls.Options.model_validate(ctx.stage.objective_options() or {}) if cls.Options is not None else None
-    objective = cls(ctx, options)
-    hooks = LoopHooks(on_samples=isolated(lambda step: sample_grid(ctx, step)),
-                      on_checkpoint=[lambda step: [c.flush() for c in ctx.caches]])
-    if ctx.gold is not None:
-        hooks.on_resume.append(ctx.gold.resume_at)
-        hooks.should_finish = ctx.gold.should_finish
-    if ctx.dist.main:
-        ctx.wandb = start_wandb(ctx, hooks)
-    modules = {**ctx.bundle.trainable_modules(), **objective.modules()}
-    ctx.trainer = Trainer(loop_config(ctx), modules, objective, ctx.stage.train, ctx.stage.optimizer, hooks,
-                          ctx.dist, ctx.stop_requested)
-    if ctx.stage.train.compile:
-        ctx.bundle.denoiser.net.compile()
+    ctx.trainer = build_trainer(ctx, params)
     if ctx.dist.main and ctx.stage.train.precision == "bf16" and ctx.device.type == "cpu" and not native_bf16():
         print(f"[{ctx.label}] warning: train.precision bf16 on a CPU without native bf16 (AVX512-BF16, AMX) is "
               "emulated and slower than fp32: set train.precision: fp32 on this machine", flush=True)
@@ -43,6 +30,42 @@ def train(ctx: StageContext, params: dict) -> None:
         keep_best_by_gold(ctx)
     if ctx.dist.main:
         log_final_report(ctx)
+
+
+def context_before_train(plan, stage_plan, device: torch.device) -> tuple[StageContext, dict]:
+    """The stage's context after every op before `train` has run, and the train op's params: build_trainer on
+    them makes the trainer `flowspec run` would train with (benchmarks and tests drive it step by step)."""
+    from . import OPS
+
+    ctx = StageContext(stage=plan.spec_stage(stage_plan.name), seed=stage_plan.seed, device=device, plan=plan,
+                       stage_plan=stage_plan, run_dir=Path(stage_plan.run_dir))
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    for node in stage_plan.ops:
+        if node.op == "train":
+            return ctx, node.params
+        OPS[node.op].run(ctx, node.params)
+    raise ValueError(f"stage {stage_plan.name} has no train op")
+
+
+def build_trainer(ctx: StageContext, params: dict) -> Trainer:
+    """The stage's objective on the shared loop, with its hooks (samples, cache flushes, gold, wandb) and the
+    denoiser prepared for speed (runtime/train/speed.py); benchmarks drive it step by step."""
+    from ..objectives import objective_class
+
+    cls = objective_class(params["objective"], spec_dir(ctx.plan))
+    options = cls.Options.model_validate(ctx.stage.objective_options() or {}) if cls.Options is not None else None
+    objective = cls(ctx, options)
+    hooks = LoopHooks(on_samples=isolated(lambda step: sample_grid(ctx, step)),
+                      on_checkpoint=[lambda step: [c.flush() for c in ctx.caches]])
+    if ctx.gold is not None:
+        hooks.on_resume.append(ctx.gold.resume_at)
+        hooks.should_finish = ctx.gold.should_finish
+    if ctx.dist.main:
+        ctx.wandb = start_wandb(ctx, hooks)
+    prepare_denoiser(ctx)
+    modules = {**ctx.bundle.trainable_modules(), **objective.modules()}
+    return Trainer(loop_config(ctx), modules, objective, ctx.stage.train, ctx.stage.optimizer, hooks, ctx.dist,
+                   ctx.stop_requested)
 
 
 def keep_best_by_gold(ctx: StageContext) -> None:

@@ -15,6 +15,12 @@ class EMA:
         self.modules, self.decay, self.warmup, self.every = modules, decay, warmup, every
         self.shadow = {name: {k: p.detach().clone().float() for k, p in m.named_parameters() if p.requires_grad}
                        for name, m in modules.items()}
+        # Flat lists for one multi-tensor update per step (the shadow's tensors are updated in place, so the
+        # lists stay valid across load_state_dict).
+        pairs = [(self.shadow[name][k], p.detach()) for name, m in modules.items()
+                 for k, p in m.named_parameters() if k in self.shadow[name]]
+        self._shadows, self._params = [s for s, _ in pairs], [p for _, p in pairs]
+        self._cast = any(p.dtype != torch.float32 for p in self._params)
 
     def decay_at(self, step: int) -> float:
         if not self.warmup:
@@ -27,11 +33,12 @@ class EMA:
         if step % self.every:
             return
         d = self.decay_at(step)
-        for name, module in self.modules.items():
-            shadow = self.shadow[name]
-            for key, param in module.named_parameters():
-                if key in shadow:
-                    shadow[key].mul_(d).add_(param.detach().float(), alpha=1.0 - d)
+        if not self._shadows:
+            return
+        # The same arithmetic as shadow.mul_(d).add_(param, alpha=1 - d), one kernel per list on a GPU.
+        torch._foreach_mul_(self._shadows, d)
+        params = [p.float() for p in self._params] if self._cast else self._params
+        torch._foreach_add_(self._shadows, params, alpha=1.0 - d)
 
     @contextmanager
     def swapped_in(self):

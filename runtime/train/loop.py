@@ -7,6 +7,7 @@ resume, NaN detection, logging, the progress bar and the periodic sample grids.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +104,7 @@ class Trainer:
         ema = train_spec.ema
         self.ema = EMA(modules, ema.decay, ema.warmup, ema.every) if ema is not None else None
         self.step = 0
-        self._stop = False  # set in train_step when any rank was asked to stop (preemption)
+        self.watch = DivergenceWatch(0, config.log_every, config.device)
         self.ddp = None  # DistributedDataParallel over the objective, made in run() after the restore
         self.saved_at: int | None = None  # the step of the last checkpoint written or resumed from
         self.finished_early: int | None = None  # the step a should_finish hook ended the stage at
@@ -144,75 +145,108 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- steps
     def train_step(self) -> dict:
+        """One optimizer step. Nothing here waits for the device: the loss, the gradient norm and the metrics
+        stay tensors (read back by `check` at the steps that log or save), and a non-finite loss or norm is noted on the
+        device (`self.watch`) and raised by `check` before anything is logged, sampled or saved."""
         config = self.config
-        total, extra, bad = 0.0, {}, None
+        total, extra = None, {}
         for micro in range(config.accumulation):
             last = micro == config.accumulation - 1
             # Gradients are averaged across ranks during the last micro-batch's backward only.
             with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
                 with autocast(config):
                     loss, metrics = (self.ddp or self.objective)(self.step, micro)
-                if torch.isfinite(loss):
-                    total += loss.item() / config.accumulation
-                    extra = metrics
-                else:
-                    bad = bad or f"loss is {loss.item()} at step {self.step + 1} (micro-batch {micro})"
-                # backward even so: every rank must take part in the same collectives
-                (loss / config.accumulation).backward()
-        # One small all_reduce: the mean loss, whether any rank diverged, whether any was asked to stop.
-        loss_sum, diverged, self._stop = self.dist.sum([total, float(bad is not None), float(self.stop_requested())],
-                                                       config.device)
-        if diverged:
-            raise TrainingDiverged(f"{bad or f'a loss on another rank is not finite at step {self.step + 1}'}; "
-                                   "the last checkpoint is kept. Lower optimizer.lr or check the data.")
+                # backward even when not finite: every rank must take part in the same collectives
+                (loss / config.accumulation if config.accumulation > 1 else loss).backward()
+            value = loss.detach().float()
+            total = value if total is None else total + value
+            extra = metrics
+        if config.accumulation > 1:
+            total = total / config.accumulation
         norm = nn.utils.clip_grad_norm_(self.params, config.max_grad_norm or float("inf"))
-        if not torch.isfinite(norm):
-            raise TrainingDiverged(f"gradient norm is {norm.item()} at step {self.step + 1}; the last checkpoint is kept.")
+        self.watch.note(total, norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         if self.ema is not None:
             self.ema.update(self.step)
-        return {"loss": loss_sum / self.dist.world, "grad_norm": float(norm), "lr": self.scheduler.get_last_lr()[0],
-                **extra}
+        return {"loss": total, "grad_norm": norm, **extra}
+
+    def check(self, loss: torch.Tensor | None = None, timed: bool = False) -> tuple[float, bool, bool]:
+        """The one place a step is read back from the device, at the steps that need it (log lines, checkpoints,
+        sample grids), so nothing bad is logged or saved: raises TrainingDiverged if any rank's loss or gradient
+        norm was ever non-finite; else (the loss averaged over ranks, whether any rank was asked to stop, whether
+        rank 0's clock says a timed checkpoint is due). With several processes, one small all_reduce."""
+        bad = self.watch.first_bad()
+        local = [float(loss) if loss is not None else 0.0, float(bad is not None), float(self.stop_requested()),
+                 float(timed and self.dist.main)]
+        loss_sum, diverged, stop, timed_main = self.dist.sum(local, self.config.device)
+        if diverged:
+            where = self.watch.describe() if bad else "a loss or gradient norm on another rank is not finite"
+            raise TrainingDiverged(f"{where}; the last checkpoint is kept. Lower optimizer.lr or check the data.")
+        return loss_sum / self.dist.world, bool(stop), bool(timed_main)
 
     def run(self) -> None:
+        self.begin()
+        try:
+            while self._more(self.finish):
+                self.advance()
+        finally:
+            self.progress.close()
+
+    def begin(self) -> None:
+        """Restore the latest checkpoint, wrap the objective for data parallelism, open the logs."""
         config, main = self.config, self.dist.main
         resumed = self.restore()
+        self.watch = DivergenceWatch(self.step, config.log_every, config.device)
         self.ddp = self.dist.data_parallel(self.modules, self.objective, config.device)
-        log = MetricsLog(config.run_dir, self.step) if main else None
-        progress = Progress(config.label, config.steps, self.step, config.log_every, enabled=main)
+        self.log = MetricsLog(config.run_dir, self.step) if main else None
+        self.progress = Progress(config.label, config.steps, self.step, config.log_every, enabled=main)
         if resumed and main:
             print(f"[{config.label}] resumed from step {self.step}", flush=True)
         for hook in self.hooks.on_resume:
             hook(self.step)
-        finish = self.hooks.should_finish or (lambda step: False)
-        last_save = time.monotonic()
-        try:
-            while self._more(finish):
-                metrics = self.train_step()
-                done = self.step == config.steps
-                if main and (self.step % config.log_every == 0 or done):
-                    record = {"step": self.step, **metrics, "it_per_s": progress.rate(self.step)}
-                    log.write(record)
-                    for hook in self.hooks.on_log:
-                        hook(record)
-                progress.update(self.step, metrics)
-                minutes = config.checkpoint_minutes
-                timed = minutes is not None and time.monotonic() - last_save > 60 * minutes
-                if self._stop:
-                    self.checkpoint()
-                    self.dist.barrier()  # nobody leaves before the checkpoint is on disk
-                    raise Preempted(self.step)
-                if self.step % config.checkpoint_every == 0 or done or timed:
-                    self.checkpoint()
-                    last_save = time.monotonic()
-                # The final grid is the stage's `sample` op, drawn after training (also after a resume at the end).
-                if main and self.hooks.on_samples and self.step % config.samples_every == 0 and not done:
-                    self.hooks.on_samples(self.step)
-        finally:
-            progress.close()
+        self.finish = self.hooks.should_finish or (lambda step: False)
+        self.last_save = time.monotonic()
+
+    def advance(self) -> None:
+        """One step and what follows it: a log line, a checkpoint, a sample grid when due, or a checkpoint and
+        Preempted when asked to stop. Ranks agree (stop, timed checkpoint) only at steps every rank knows to be
+        special; a single process reads its stop flag every step (a Python flag, no device read)."""
+        config, main = self.config, self.dist.main
+        metrics = self.train_step()
+        step, done = self.step, self.step == config.steps
+        log = step % config.log_every == 0 or done
+        save = step % config.checkpoint_every == 0 or done
+        sample = self.hooks.on_samples is not None and step % config.samples_every == 0 and not done
+        minutes = config.checkpoint_minutes
+        timed = minutes is not None and time.monotonic() - self.last_save > 60 * minutes
+        stop = False
+        if log or save or sample or (not self.dist.active and (timed or self.stop_requested())):
+            loss, stop, timed_main = self.check(metrics["loss"] if log else None, timed)
+            timed = timed_main if self.dist.active else timed
+        else:
+            timed = False  # with several processes a timed checkpoint waits for the next step they agree at
+        if log:
+            values = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
+            record = {"step": step, **values, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                      "it_per_s": self.progress.rate(step)}
+            if main:
+                self.log.write(record)
+                for hook in self.hooks.on_log:
+                    hook(record)
+            self.progress.update(step, record)
+        if stop:
+            self.checkpoint()
+            self.dist.barrier()  # nobody leaves before the checkpoint is on disk
+            raise Preempted(step)
+        if save or timed:
+            self.checkpoint()
+            self.last_save = time.monotonic()
+        # The final grid is the stage's `sample` op, drawn after training (also after a resume at the end).
+        if main and sample:
+            self.hooks.on_samples(step)
 
     def _more(self, finish: Callable[[int], bool]) -> bool:
         """Whether to take another step: not past the last one, and not asked to finish (the hook is asked
@@ -223,6 +257,7 @@ class Trainer:
         if stop:  # the stage ends here: the checkpoint of this step says so to a resume
             self.finished_early = self.step
             if self.saved_at != self.step:
+                self.check()
                 self.checkpoint()
             if self.dist.main:
                 print(f"[{self.config.label}] finished early at step {self.step}", flush=True)
@@ -255,3 +290,33 @@ def load_trained_state(module: nn.Module, state: dict, path: Path) -> None:
     if unexpected or set(missing) - frozen - {k for k, _ in module.named_buffers()}:
         raise ValueError(f"{path}: the checkpoint does not hold this stage's trained weights "
                          f"({len(unexpected)} unexpected, {len(set(missing) - frozen)} missing)")
+
+
+class DivergenceWatch:
+    """The loss and gradient norm of each step since the last read-back, kept on the device: noting a step is one
+    small copy, no host read. `first_bad` reads them back (Trainer.check, at least every log_every steps, so
+    `every` rows hold all the steps not yet read) and remembers the first non-finite step."""
+
+    def __init__(self, step: int, every: int, device: torch.device):
+        self.values = torch.zeros(every, 2, device=device)
+        self.step = self.checked = step
+        self.bad: tuple[int, float, float] | None = None
+
+    def note(self, loss: torch.Tensor, norm: torch.Tensor) -> None:
+        self.step += 1
+        torch.stack([loss.float(), norm.float()], out=self.values[(self.step - 1) % len(self.values)])
+
+    def first_bad(self) -> int | None:
+        if self.bad is None and self.step > self.checked:
+            rows = self.values.tolist()
+            for step in range(max(self.checked, self.step - len(rows)) + 1, self.step + 1):
+                loss, norm = rows[(step - 1) % len(rows)]
+                if not (math.isfinite(loss) and math.isfinite(norm)):
+                    self.bad = (step, loss, norm)
+                    break
+            self.checked = self.step
+        return self.bad[0] if self.bad else None
+
+    def describe(self) -> str:
+        step, loss, norm = self.bad
+        return f"the loss is {loss} and the gradient norm {norm} at step {step}"

@@ -8,10 +8,10 @@ import torch
 
 def build_optimizer(block, params: list[torch.nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
     if block.kind == "adamw":
-        # The fused kernel exists for CUDA parameters; on CPU the default (foreach) path is used.
-        fused = device.type == "cuda"
+        # The fused kernel (CUDA and CPU): one pass over each tensor instead of a dozen; on a 3x256 MLP on CPU
+        # it takes 0.16 ms a step against 0.6 ms for torch's default (benchmarks/step_overhead.py --tiny).
         return torch.optim.AdamW(params, lr=block.lr, betas=tuple(block.betas), eps=block.eps,
-                                 weight_decay=block.weight_decay, fused=fused or None)
+                                 weight_decay=block.weight_decay, fused=True)
     if block.kind == "sgd":
         return torch.optim.SGD(params, lr=block.lr, momentum=block.momentum, weight_decay=block.weight_decay)
     raise ValueError(f"unknown optimizer kind {block.kind}")
