@@ -1,5 +1,6 @@
 """The benchmark scripts still run against the current runtime (at the smallest sizes; their numbers
 go into the docs, and a script that no longer runs would leave those numbers unreproducible)."""
+import json
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ from .conftest import ROOT
 
 SMALL = [
     (["benchmarks/step_overhead.py", "--steps", "2", "--warmup", "1"], "ratio flowspec / hand-written"),
+    (["benchmarks/step_overhead.py", "--tiny", "--steps", "20"], "framework overhead:"),
     (["benchmarks/data_throughput.py", "--batches", "2", "--workers", "1"], "training step consumes"),
     pytest.param(["benchmarks/repa_convergence.py", "--steps", "60", "--every", "30", "--out", "{tmp}/repa.json"],
                  "checker accuracy at the end", marks=pytest.mark.slow),  # two trainings and their checker: 77 s
@@ -24,6 +26,25 @@ def test_benchmark_runs(tmp_path, args, expected):
                          text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert expected in out.stdout
+
+
+def test_the_gpu_step_benchmark_compares_the_same_work(tmp_path):
+    """--tiny: both models through flowspec's stage path and the hand-written loops, eager and compiled (dynamo's
+    eager backend); flowspec's step does the reference's FLOPs (same model, batch, objective) within 2%."""
+    out = subprocess.run([sys.executable, "benchmarks/gpu_step.py", "--tiny", "--json", str(tmp_path / "g.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "g.json").read_text())
+    assert result["peak_tflops"] > 0
+    for model in ("dit_xl", "sd3_medium"):
+        rows = {r["loop"]: r for r in result["rows"] if r["model"] == model}
+        assert set(rows) == {"flowspec (compile: false)", "reference, eager", "reference, compiled"}
+        ours, ref = rows["flowspec (compile: false)"], rows["reference, eager"]
+        assert ref["flops_per_step"] > 0 and ours["flops_per_step"] == pytest.approx(ref["flops_per_step"], rel=0.02)
+        assert ours["ratio_to_best_reference"] == pytest.approx(
+            ours["img_per_s"] / max(rows["reference, eager"]["img_per_s"], rows["reference, compiled"]["img_per_s"]),
+            rel=0.01)
+        assert ours["plan_memory_gib"] >= 0 and ours["plan_step_s"] > 0
 
 
 @pytest.mark.slow  # six small stages and five models sampled: about a minute and a half
