@@ -165,7 +165,8 @@ def tiny(args) -> None:
         trainer.progress.close()
     times = {name: value[every:] for name, value in times.items()}
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
-    print(f"toy: {ctx.spec.model.kind}/{ctx.spec.model.preset} ({sum(p.numel() for p in ctx.bundle.denoiser.net.parameters())} "
+    params = sum(p.numel() for p in ctx.bundle.denoiser.net.parameters())
+    print(f"toy: {ctx.spec.model.kind}/{ctx.spec.model.preset} ({params} "
           f"parameters), batch {ctx.stage.train.global_batch}, torch threads {torch.get_num_threads()}, "
           f"{args.steps} steps each, interleaved")
     for name, value in med.items():

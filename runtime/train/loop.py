@@ -105,7 +105,7 @@ class Trainer:
         self.ema = EMA(modules, ema.decay, ema.warmup, ema.every) if ema is not None else None
         self.step = 0
         self.watch = DivergenceWatch(0, config.log_every, config.device)
-        self.ddp = None  # DistributedDataParallel over the objective, made in run() after the restore
+        self.ddp = None  # DistributedDataParallel over the objective, made in begin() after the restore
         self.saved_at: int | None = None  # the step of the last checkpoint written or resumed from
         self.finished_early: int | None = None  # the step a should_finish hook ended the stage at
 
@@ -145,9 +145,9 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- steps
     def train_step(self) -> dict:
-        """One optimizer step. Nothing here waits for the device: the loss, the gradient norm and the metrics
-        stay tensors (read back by `check` at the steps that log or save), and a non-finite loss or norm is noted on the
-        device (`self.watch`) and raised by `check` before anything is logged, sampled or saved."""
+        """One optimizer step. Nothing here waits for the device: the loss, the gradient norm and the metrics stay
+        tensors (read back by `check` at the steps that log, save or sample), and a non-finite loss or norm is
+        noted on the device (`self.watch`) and raised by `check` before anything is logged, sampled or saved."""
         config = self.config
         total, extra = None, {}
         for micro in range(config.accumulation):
