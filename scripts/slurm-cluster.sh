@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# A real one-node SLURM cluster on localhost (slurmctld + slurmd + slurmdbd with MariaDB accounting),
-# for flowspec's tests and for users who want to try the slurm executor on one machine.
+# A real SLURM cluster on one machine (slurmctld + slurmd + slurmdbd with MariaDB accounting), for
+# flowspec's tests and for users who want to try the slurm executor on one machine.
 #
-#   scripts/slurm-cluster.sh start    # installs the Debian packages if needed, starts the daemons (idempotent)
-#   scripts/slurm-cluster.sh stop     # stops them by PID
+#   scripts/slurm-cluster.sh start [--nodes N]  # installs the Debian packages if needed, starts the daemons
+#                                               # (idempotent); N > 1: N compute nodes, see below
+#   scripts/slurm-cluster.sh stop     # stops the daemons by PID and removes what start created
 #   scripts/slurm-cluster.sh status   # prints whether the controller answers
 #   scripts/slurm-cluster.sh env      # prints `export SLURM_CONF=...` for clients
+#
+# One node (the default) is this machine, by its hostname. With --nodes N > 1 each compute node is a slurmd
+# in a network namespace of its own (flowspec-node1..N, addresses $SUBNET.11.., its own hostname), joined to
+# this machine by a veth pair on a bridge ($SUBNET.1, where the controller listens): SLURM and torch see N
+# hosts. The advertised CPUs, memory and fake GPUs are split between them; the filesystem is shared, as on a
+# cluster. Only that subnet is used: a namespace has no route anywhere else.
 #
 # Needs root (apt, daemons). Facts and pitfalls behind every setting: ../shared/reference/slurm-local.md
 # (submitit needs sacct, so accounting is on; kill_invalid_depend so dependants of a failed job are
@@ -17,8 +24,16 @@ ROOT="${FLOWSPEC_SLURM_ROOT:-${TMPDIR:-/tmp}/flowspec-slurm}"
 CONF="$ROOT/etc/slurm.conf"
 NODE="$(hostname -s)"
 DB_PASS="flowspec"
+NODES=1
+SUBNET="10.77.0"  # the one subnet of the multi-node cluster: the bridge is .1, node i is .(10 + i)
+BRIDGE="flowspec-br"
+CREATED="$ROOT/created"  # what start made besides daemons (namespaces, links, the bridge), for stop
+HOSTS_MARK="# flowspec-slurm"
 
 log() { echo "[slurm-cluster] $*" >&2; }
+fail() { log "$*"; exit 3; }
+node_name() { echo "flowspec-node$1"; }
+node_addr() { echo "$SUBNET.$(( 10 + $1 ))"; }
 
 install_packages() {
   local missing=()
@@ -39,9 +54,23 @@ write_config() {
   for i in 0 1 2 3 4 5 6 7; do
     [ -e "$ROOT/fakegpu/nvidia$i" ] || mknod "$ROOT/fakegpu/nvidia$i" c 195 "$i"
   done
+  # One node: this machine. Several: 8 CPUs, the memory and 8 fake GPUs split between namespaced nodes.
+  local ctl="$NODE" pidfile="$ROOT/slurmd.pid" spool="$ROOT/slurmd" logfile="$ROOT/log/slurmd.log"
+  local nodes="NodeName=$NODE CPUs=8 RealMemory=$mem Gres=gpu:8 State=UNKNOWN"
+  local gres="NodeName=$NODE Name=gpu File=$ROOT/fakegpu/nvidia[0-7]"
+  if [ "$NODES" -gt 1 ]; then
+    local cpus=$(( 8 / NODES )) gpus=$(( 8 / NODES )) i
+    ctl="$NODE($SUBNET.1)" pidfile="$ROOT/slurmd-%n.pid" spool="$ROOT/slurmd/%n" logfile="$ROOT/log/slurmd-%n.log"
+    nodes="" gres=""
+    for i in $(seq 1 "$NODES"); do
+      nodes+="NodeName=$(node_name "$i") NodeAddr=$(node_addr "$i") CPUs=$cpus RealMemory=$(( mem / NODES )) Gres=gpu:$gpus State=UNKNOWN"$'\n'
+      gres+="NodeName=$(node_name "$i") Name=gpu File=$ROOT/fakegpu/nvidia[$(( (i - 1) * gpus ))-$(( i * gpus - 1 ))]"$'\n'
+    done
+    nodes="${nodes%$'\n'}" gres="${gres%$'\n'}"
+  fi
   cat > "$CONF" <<CONFIG
 ClusterName=flowspec
-SlurmctldHost=$NODE
+SlurmctldHost=$ctl
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -65,20 +94,20 @@ ReturnToService=2
 SlurmdParameters=config_overrides
 GresTypes=gpu
 StateSaveLocation=$ROOT/state
-SlurmdSpoolDir=$ROOT/slurmd
+SlurmdSpoolDir=$spool
 SlurmctldPidFile=$ROOT/slurmctld.pid
-SlurmdPidFile=$ROOT/slurmd.pid
+SlurmdPidFile=$pidfile
 SlurmctldLogFile=$ROOT/log/slurmctld.log
-SlurmdLogFile=$ROOT/log/slurmd.log
+SlurmdLogFile=$logfile
 InactiveLimit=0
 KillWait=5
 MinJobAge=300
 Waittime=0
-NodeName=$NODE CPUs=8 RealMemory=$mem Gres=gpu:8 State=UNKNOWN
+$nodes
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONFIG
   echo "AutoDetect=off" > "$ROOT/etc/gres.conf"
-  echo "NodeName=$NODE Name=gpu File=$ROOT/fakegpu/nvidia[0-7]" >> "$ROOT/etc/gres.conf"
+  echo "$gres" >> "$ROOT/etc/gres.conf"
   cat > "$ROOT/etc/slurmdbd.conf" <<DBD
 AuthType=auth/munge
 DbdHost=localhost
@@ -104,16 +133,72 @@ wait_for() {  # wait_for SECONDS COMMAND...
   done
 }
 
-node_idle() { [ "$(sinfo -h -o %T 2>/dev/null | head -n1)" = "idle" ]; }
+# Every node of this cluster is idle, and there are as many as asked for.
+nodes_idle() { [ "$(sinfo -h -N -o %T 2>/dev/null | sort -u)" = "idle" ] && [ "$(sinfo -h -N 2>/dev/null | wc -l)" = "$NODES" ]; }
+
+make_network() {  # the bridge, then per node a namespace joined to it by a veth pair; each noted in $CREATED
+  : > "$CREATED"
+  ip netns add flowspec-probe 2>/dev/null && ip netns del flowspec-probe \
+    || fail "cannot create network namespaces (\`ip netns add\` needs root with CAP_SYS_ADMIN and CAP_NET_ADMIN)"
+  ip link add "$BRIDGE" type bridge || fail "cannot create the bridge $BRIDGE (needs CAP_NET_ADMIN)"
+  echo "link $BRIDGE" >> "$CREATED"
+  ip addr add "$SUBNET.1/24" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  local i ns
+  for i in $(seq 1 "$NODES"); do
+    ns=$(node_name "$i")
+    ip netns add "$ns" && echo "netns $ns" >> "$CREATED"
+    ip link add "flowspec-v$i" type veth peer name eth0 netns "$ns" && echo "link flowspec-v$i" >> "$CREATED"
+    ip link set "flowspec-v$i" master "$BRIDGE" up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" addr add "$(node_addr "$i")/24" dev eth0
+    ip -n "$ns" link set eth0 up
+  done
+  # No DNS here: the node names go to /etc/hosts (rewritten in place: it may be a bind mount).
+  { grep -v "$HOSTS_MARK" /etc/hosts; for i in $(seq 1 "$NODES"); do
+      echo "$(node_addr "$i") $(node_name "$i") $HOSTS_MARK"; done; } > "$ROOT/hosts"
+  cat "$ROOT/hosts" > /etc/hosts
+}
+
+start_slurmd() {
+  if [ "$NODES" -eq 1 ]; then slurmd; return; fi
+  local i ns
+  # Each in its network namespace, under its own hostname (a UTS namespace of its own). nsenter, not
+  # `ip netns exec`, which mounts a fresh /sys without the cgroup hierarchy slurmd needs.
+  for i in $(seq 1 "$NODES"); do
+    ns=$(node_name "$i")
+    mkdir -p "$ROOT/slurmd/$ns"
+    nsenter --net="/run/netns/$ns" unshare --uts sh -c "hostname $ns && exec slurmd -N $ns"
+  done
+}
+
+remove_network() {  # what make_network noted, in reverse; processes left in a namespace (job steps) by PID
+  [ -f "$CREATED" ] || return 0
+  local kind name pid
+  tac "$CREATED" | while read -r kind name; do
+    if [ "$kind" = netns ]; then
+      for pid in $(ip netns pids "$name" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+      ip netns del "$name" 2>/dev/null || true
+    else
+      ip link del "$name" 2>/dev/null || true
+    fi
+  done
+  rm -f "$CREATED"
+  if grep -q "$HOSTS_MARK" /etc/hosts; then
+    grep -v "$HOSTS_MARK" /etc/hosts > "$ROOT/hosts" || true
+    cat "$ROOT/hosts" > /etc/hosts
+  fi
+}
 
 start() {
   export SLURM_CONF="$CONF"
-  if [ -f "$CONF" ] && scontrol ping 2>/dev/null | grep -q "UP" && node_idle; then
-    log "already running ($CONF)"; return 0
+  if [ -f "$CONF" ] && scontrol ping 2>/dev/null | grep -q "UP" && nodes_idle; then
+    log "already running ($CONF, $NODES node(s))"; return 0
   fi
   install_packages
   stop_daemons quiet
   rm -rf "$ROOT/state"  # a fresh controller state: old jobs are not recovered, the node is not left drained
+  [ "$NODES" -eq 1 ] || make_network
   write_config
   install -d -o munge -g munge -m 0755 /run/munge
   [ -f /etc/munge/munge.key ] || mungekey -c
@@ -133,26 +218,37 @@ start() {
   wait_for 20 sacctmgr -n list cluster
   sacctmgr -i add cluster flowspec >/dev/null 2>&1 || true
   slurmctld
-  slurmd
-  wait_for 30 node_idle || { log "node did not become idle"; sinfo >&2 || true; return 1; }
-  log "up: SLURM_CONF=$CONF"
+  start_slurmd
+  wait_for 30 nodes_idle || { log "nodes did not become idle"; sinfo -N >&2 || true; return 1; }
+  log "up: SLURM_CONF=$CONF ($NODES node(s))"
 }
 
 stop_daemons() {
-  for pid in "$ROOT/slurmd.pid" "$ROOT/slurmctld.pid" "$ROOT/slurmdbd.pid" "$ROOT/mariadbd.pid"; do
+  for pid in "$ROOT"/slurmd*.pid "$ROOT/slurmctld.pid" "$ROOT/slurmdbd.pid" "$ROOT/mariadbd.pid"; do
     if running "$pid"; then
       local n; n=$(cat "$pid")  # read before the kill: a daemon removes its own pid file as it exits
       kill "$n"; wait_for 15 bash -c "! kill -0 $n 2>/dev/null" || true
     fi
     rm -f "$pid"
   done
+  remove_network
   [ "${1:-}" = quiet ] || log "stopped"
 }
 
-case "${1:-start}" in
+command="${1:-start}"
+shift || true
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --nodes) NODES="${2:?--nodes needs a number}"; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+[[ "$NODES" =~ ^[1-8]$ ]] || { echo "--nodes must be 1 to 8, got $NODES" >&2; exit 2; }
+
+case "$command" in
   start) start ;;
   stop) stop_daemons ;;
   status) SLURM_CONF="$CONF" scontrol ping ;;
   env) echo "export SLURM_CONF=$CONF" ;;
-  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 start [--nodes N]|stop|status|env" >&2; exit 2 ;;
 esac
