@@ -7,6 +7,8 @@
 #   scripts/slurm-cluster.sh stop     # stops the daemons by PID and removes what start created
 #   scripts/slurm-cluster.sh status   # prints whether the controller answers
 #   scripts/slurm-cluster.sh env      # prints `export SLURM_CONF=...` for clients
+#   scripts/slurm-cluster.sh node-down I   # several nodes: node I fails (its slurmd and every process in its
+#   scripts/slurm-cluster.sh node-up I     #   namespace killed, by PID); node-up starts its slurmd again
 #
 # One node (the default) is this machine, by its hostname. With --nodes N > 1 each compute node is a slurmd
 # in a network namespace of its own (flowspec-node1..N, addresses $SUBNET.11.., its own hostname), joined to
@@ -57,10 +59,11 @@ write_config() {
   # One node: this machine. Several: 8 CPUs, the memory and 8 fake GPUs split between namespaced nodes.
   local ctl="$NODE" pidfile="$ROOT/slurmd.pid" spool="$ROOT/slurmd" logfile="$ROOT/log/slurmd.log"
   local nodes="NodeName=$NODE CPUs=8 RealMemory=$mem Gres=gpu:8 State=UNKNOWN"
-  local gres="NodeName=$NODE Name=gpu File=$ROOT/fakegpu/nvidia[0-7]"
+  local gres="NodeName=$NODE Name=gpu File=$ROOT/fakegpu/nvidia[0-7]" slurmd_timeout=300
   if [ "$NODES" -gt 1 ]; then
     local cpus=$(( 8 / NODES )) gpus=$(( 8 / NODES )) i
     ctl="$NODE($SUBNET.1)" pidfile="$ROOT/slurmd-%n.pid" spool="$ROOT/slurmd/%n" logfile="$ROOT/log/slurmd-%n.log"
+    slurmd_timeout=10  # a node that stops answering is DOWN within seconds (node-down; the fault tests)
     nodes="" gres=""
     for i in $(seq 1 "$NODES"); do
       nodes+="NodeName=$(node_name "$i") NodeAddr=$(node_addr "$i") CPUs=$cpus RealMemory=$(( mem / NODES )) Gres=gpu:$gpus State=UNKNOWN"$'\n'
@@ -92,6 +95,7 @@ DefMemPerCPU=1024
 EnforcePartLimits=ALL
 ReturnToService=2
 SlurmdParameters=config_overrides
+SlurmdTimeout=$slurmd_timeout
 GresTypes=gpu
 StateSaveLocation=$ROOT/state
 SlurmdSpoolDir=$spool
@@ -162,14 +166,24 @@ make_network() {  # the bridge, then per node a namespace joined to it by a veth
 
 start_slurmd() {
   if [ "$NODES" -eq 1 ]; then slurmd; return; fi
-  local i ns
-  # Each in its network namespace, under its own hostname (a UTS namespace of its own). nsenter, not
-  # `ip netns exec`, which mounts a fresh /sys without the cgroup hierarchy slurmd needs.
-  for i in $(seq 1 "$NODES"); do
-    ns=$(node_name "$i")
-    mkdir -p "$ROOT/slurmd/$ns"
-    nsenter --net="/run/netns/$ns" unshare --uts sh -c "hostname $ns && exec slurmd -N $ns"
-  done
+  local i
+  for i in $(seq 1 "$NODES"); do node_up "$i"; done
+}
+
+node_up() {  # node I's slurmd in its network namespace, under its own hostname (a UTS namespace of its own);
+  # nsenter, not `ip netns exec`, which mounts a fresh /sys without the cgroup hierarchy slurmd needs
+  local ns; ns=$(node_name "$1")
+  [ -e "/run/netns/$ns" ] || fail "no node $ns (start --nodes N first)"
+  mkdir -p "$ROOT/slurmd/$ns"
+  nsenter --net="/run/netns/$ns" unshare --uts sh -c "hostname $ns && exec slurmd -N $ns"
+}
+
+node_down() {  # node I fails: its slurmd and every process in its namespace (job steps, tasks) killed at once
+  local ns pid; ns=$(node_name "$1")
+  [ -e "/run/netns/$ns" ] || fail "no node $ns (start --nodes N first)"
+  for pid in $(ip netns pids "$ns"); do kill -9 "$pid" 2>/dev/null || true; done
+  rm -f "$ROOT/slurmd-$ns.pid"
+  log "node $ns is down"
 }
 
 remove_network() {  # what make_network noted, in reverse; processes left in a namespace (job steps) by PID
@@ -237,6 +251,7 @@ stop_daemons() {
 
 command="${1:-start}"
 shift || true
+case "$command" in node-down|node-up) NODE_INDEX="${1:?$command needs a node number}"; shift ;; esac
 while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) NODES="${2:?--nodes needs a number}"; shift 2 ;;
@@ -250,5 +265,7 @@ case "$command" in
   stop) stop_daemons ;;
   status) SLURM_CONF="$CONF" scontrol ping ;;
   env) echo "export SLURM_CONF=$CONF" ;;
+  node-down) export SLURM_CONF="$CONF"; node_down "${NODE_INDEX:?}" ;;
+  node-up) export SLURM_CONF="$CONF"; node_up "${NODE_INDEX:?}" ;;
   *) echo "usage: $0 start [--nodes N]|stop|status|env" >&2; exit 2 ;;
 esac

@@ -95,6 +95,23 @@ def _states(out: subprocess.CompletedProcess) -> dict[str, str]:
     return states
 
 
+def node_trouble() -> list[str]:
+    """The cluster's nodes SLURM holds down, drained, failing or not responding, with its reason: what a job
+    that was requeued after a node failure (and now waits) or that failed with its node is waiting on."""
+    try:
+        out = slurm_command(["sinfo", "-h", "-N", "-t", "down,drain,fail,no_respond", "-o", "%N|%T|%E"])
+    except SlurmUnavailable:  # extra information only: a cluster that will not say is no error here
+        return []
+    found = []
+    for line in out.stdout.splitlines():
+        node, _, rest = line.partition("|")
+        state, _, reason = rest.partition("|")
+        if node.strip():
+            found.append(f"node {node.strip()} {state.strip()}" + (f" ({reason.strip()})" if reason.strip() not in
+                                                                   ("", "none") else ""))
+    return sorted(set(found))
+
+
 def progress(run_dir: str) -> dict:
     """Step and last logged metrics of a stage folder, whoever ran it."""
     folder = Path(run_dir)
@@ -151,6 +168,8 @@ def wait(jobs: list[Submitted], poll_s: float = 2.0, stream=None, patience_s: fl
                 state = "LOST"
             line = describe(job, state)
             if line != last.get(job.job_id):
+                if state == "PENDING" and " RUNNING" in last.get(job.job_id, ""):  # requeued: say what it waits on
+                    line += "".join(f"; SLURM: {trouble}" for trouble in node_trouble())
                 print(line, file=stream, flush=True)
                 last[job.job_id] = line
             if state in RUNNING:
@@ -201,6 +220,9 @@ def status(root: Path, follow: bool = False, stream=None) -> int:
         print(describe(job, state) + f"  {job.run_dir}", file=stream)
         if state not in RUNNING and state not in FINISHED_OK:
             print(f"    log: {log_paths(job)[0]}", file=stream)
+    if any(states[job.job_id] not in FINISHED_OK for job in jobs):
+        for line in node_trouble():
+            print(f"SLURM: {line}; a job needing it waits (requeued after a node failure) or fails", file=stream)
     return 0
 
 

@@ -2,15 +2,18 @@
 namespace of its own, on a bridge), a stage across two nodes (one rank per task, gloo over the bridge) ending
 with the weights of one process, and an afterok chain mixing one- and two-node stages."""
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from ..runtime.helpers import TOY, stage_dir, weights, write_spec
 from ..runtime.test_distributed import ONE_STAGE_TOY
 from .conftest import SCRIPT
-from .test_slurm import flowspec, jobs
+from .test_slurm import flowspec, jobs, queued, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # three cluster restarts and three jobs: about 2 minutes
 
@@ -91,3 +94,79 @@ def test_an_afterok_chain_mixes_one_and_two_node_stages(two_nodes, tmp_path):
     assert f"--dependency=afterok:{first['job_id']}" in script.read_text() and "--nodes=2" in script.read_text()
     for stage in ("pretrain", "finetune"):
         assert (stage_dir(tmp_path, "toy", stage) / "DONE").exists()
+
+
+# Long enough that a fault sent once the first checkpoint exists lands mid-training.
+LONG_TWO_NODES = (ONE_STAGE_TOY.replace("steps: 60}", "steps: 1500}").replace("checkpoint: {every: 10, keep: 2}",
+                                                                          "checkpoint: {every: 50, keep: 2}")
+                  + SLURM.replace("kind: slurm,", "kind: slurm, nodes: 2,"))
+
+
+def start_both(env, tmp_path, plain_first: bool = False) -> tuple[Path, Path]:
+    """The same long two-node stage twice: one to disturb, one to compare its final weights with (finished
+    first when the fault takes a whole node, which would take the other job's rank with it)."""
+    plain, hit = tmp_path / "plain", tmp_path / "hit"
+    for folder in (plain, hit):
+        folder.mkdir()
+        write_spec(folder, LONG_TWO_NODES)
+        wait = ["--wait"] if plain_first and folder == plain else []
+        assert flowspec(env, "run", "spec.yaml", *wait, cwd=folder).returncode == 0
+    wait_for(lambda: list(hit.glob("runs/toy/pretrain-*/checkpoints/step-*.pt")), "a first checkpoint")
+    return plain, hit
+
+
+def rank_pids(node: str, job_id: str) -> list[int]:
+    """The flowspec task processes (submitit's entry point) of job `job_id` in a node's namespace."""
+    out = subprocess.run(["ip", "netns", "pids", node], capture_output=True, text=True).stdout.split()
+    found = []
+    for pid in out:
+        try:
+            command, environ = (Path(f"/proc/{pid}/{f}").read_bytes() for f in ("cmdline", "environ"))
+        except OSError:
+            continue
+        if b"submitit.core._submit" in command and f"SLURM_JOB_ID={job_id}\0".encode() in environ:
+            found.append(int(pid))
+    return found
+
+
+def finish_and_compare(env, plain: Path, hit: Path) -> str:
+    """Follow the disturbed stage to its end (SLURM may have requeued it); run it again if its job failed (it
+    resumes from its last checkpoint); then compare its weights with the undisturbed run's."""
+    if flowspec(env, "status", "runs/toy", "--wait", cwd=hit).returncode != 0:
+        out = flowspec(env, "run", "spec.yaml", "--wait", cwd=hit)
+        assert out.returncode == 0, out.stdout + out.stderr
+    assert flowspec(env, "status", "runs/toy", "--wait", cwd=plain).returncode == 0
+    logs = "".join(p.read_text() for p in hit.glob("runs/toy/slurm/*/*_0_log.out"))
+    assert "resumed from step" in logs
+    a, b = weights(stage_dir(plain, "toy", "pretrain")), weights(stage_dir(hit, "toy", "pretrain"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return logs
+
+
+def test_a_killed_rank_fails_the_job_naming_it_and_a_rerun_resumes_exactly(two_nodes, tmp_path):
+    plain, hit = start_both(two_nodes, tmp_path)
+    job = jobs(hit)[0]
+    victims = rank_pids("flowspec-node2", job["job_id"])
+    assert victims, "no rank runs on flowspec-node2"
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    started = time.monotonic()
+    wait_for(lambda: not queued([job["job_id"]]), "the job to end", timeout=120)
+    assert time.monotonic() - started < 60  # srun ends the other rank: nobody waits in a collective
+    status = flowspec(two_nodes, "status", "runs/toy", cwd=hit)
+    assert "FAILED" in status.stdout, status.stdout
+    err = (Path(job["folder"]) / f"{job['job_id']}_0_log.err").read_text()
+    assert "flowspec-node2: task 1: Killed" in err
+    finish_and_compare(two_nodes, plain, hit)
+
+
+def test_a_node_that_fails_is_named_and_the_stage_resumes_exactly(two_nodes, tmp_path):
+    plain, hit = start_both(two_nodes, tmp_path, plain_first=True)
+    assert cluster("node-down", "2").returncode == 0
+    try:
+        # SLURM requeues the job (NODE_FAIL) or ends it FAILED, as srun or the controller notices first
+        wait_for(lambda: "flowspec-node2" in flowspec(two_nodes, "status", "runs/toy", cwd=hit).stdout,
+                 "status to name the failed node", timeout=90)
+    finally:
+        assert cluster("node-up", "2").returncode == 0
+    finish_and_compare(two_nodes, plain, hit)
