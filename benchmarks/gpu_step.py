@@ -32,17 +32,18 @@ from flowspec.runtime.data.stream import Batch
 from flowspec.runtime.models.latent import PixelCodec
 from flowspec.runtime.models.text import TextCondition
 
-# model -> (spec's model block, batch, latent (C, H, W), text tokens and widths or None, image pixels)
+# model -> (spec's model block, batch, latent (C, H, W), text tokens and widths or None, image pixels,
+# the class count of a class-conditional model)
 MODELS = {
     "dit_xl": dict(model="{kind: dit, preset: xl, latent: {kind: vae, preset: sdxl}}", batch=256, latent=(4, 32, 32),
-                   text=None, pixels=256),
+                   text=None, pixels=256, classes=1000),
     "sd3_medium": dict(model="{kind: mmdit, preset: sd3_medium, latent: {kind: vae, preset: sd3}, "
                              "text_encoder: {kind: builtin, num_layers: 1, max_tokens: 333}}",
                        batch=64, latent=(16, 32, 32), text=(333, 4096, 2048), pixels=256),
 }
 TINY = {
     "dit_xl": dict(model="{kind: dit, preset: tiny, latent: {kind: vae, preset: tiny}}", batch=4, latent=(4, 8, 8),
-                   text=None, pixels=16),
+                   text=None, pixels=16, classes=18),
     "sd3_medium": dict(model="{kind: mmdit, preset: tiny, latent: {kind: vae, preset: tiny}, "
                              "text_encoder: {kind: builtin, num_layers: 1, max_tokens: 12}}",
                        batch=4, latent=(4, 16, 16), text=(12, 64, 64), pixels=32),
@@ -97,7 +98,7 @@ def inputs(case, device, seed=0):
     g = torch.Generator().manual_seed(seed)
     batch = case["batch"]
     x = torch.randn(batch, *case["latent"], generator=g).to(device)
-    labels = torch.randint(0, 1000 if not case.get("tiny") else 18, (batch,), generator=g).to(device)
+    labels = torch.randint(0, case.get("classes", 1), (batch,), generator=g).to(device)
     text = None
     if case["text"] is not None:
         tokens, width, pooled = case["text"]
@@ -291,7 +292,7 @@ def main():
           f"matmul peak {peak:.1f} TFLOP/s")
     rows = []
     for name in (table if args.model == "all" else [args.model]):
-        rows += measure(name, {**table[name], "tiny": args.tiny}, device, args, peak)
+        rows += measure(name, table[name], device, args, peak)
     if args.json:
         Path(args.json).write_text(json.dumps({"peak_tflops": peak, "rows": rows}, indent=2))
 

@@ -15,8 +15,8 @@ Goal: <= 0.3 ms per step.
 
 Both loops do the same work per step: encode the captions with the same text encoder, draw t
 (logit-normal) and noise, a forward and backward pass of the quickstart's UNet (with SDXL's size
-micro-conditioning), gradient clipping, an AdamW
-step, the LR schedule and an EMA update. flowspec's step adds its objective plumbing, condition
+micro-conditioning), gradient clipping, a fused AdamW
+step (as flowspec's), the LR schedule and an EMA update. flowspec's step adds its objective plumbing, condition
 dropout, NaN checks and metrics. Steps are interleaved (flowspec, hand, flowspec, ...) so drift
 in the machine's load hits both alike; the medians are compared. Goal: ratio <= 1.03 on CPU.
 """
@@ -66,15 +66,34 @@ def flowspec_step_fn(spec, stage, batch: Batch, run_dir: Path):
     return trainer.train_step
 
 
+def plain_update(params: list, stage, fused: bool = True):
+    """What a hand-written loop does with a loss: backward, clip, AdamW (torch's fused kernel, as flowspec's, or
+    its default), the stage's schedule, then the EMA (the same arithmetic as flowspec's)."""
+    from flowspec.runtime.train.optim import lr_factor
+
+    opt = torch.optim.AdamW(params, lr=stage.optimizer.lr, betas=tuple(stage.optimizer.betas), eps=stage.optimizer.eps,
+                            weight_decay=stage.optimizer.weight_decay, fused=fused or None)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(stage.optimizer.schedule, s, stage.steps))
+    ema, decay = [p.detach().clone() for p in params], stage.train.ema.decay
+
+    def update(loss):
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, stage.train.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            torch._foreach_mul_(ema, decay)
+            torch._foreach_add_(ema, params, alpha=1 - decay)
+        return loss
+
+    return update
+
+
 def hand_step_fn(spec, stage, batch: Batch):
     bundle = build_bundle(spec.model, seed=0)
     net, encoder = bundle.denoiser.net, bundle.text_encoder
-    params = [p for m in (net, encoder) for p in m.parameters()]
-    opt = torch.optim.AdamW(params, lr=stage.optimizer.lr, betas=stage.optimizer.betas, eps=stage.optimizer.eps,
-                            weight_decay=stage.optimizer.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    ema = [p.detach().clone() for p in params]
-    decay = stage.train.ema.decay
+    update = plain_update([p for m in (net, encoder) for p in m.parameters()], stage)
     gen = torch.Generator().manual_seed(0)
     x0 = batch.x
     assert spec.model.kind == "unet", "the hand-written loop is written for the quickstart's UNet"
@@ -89,16 +108,7 @@ def hand_step_fn(spec, stage, batch: Batch):
         added = {"text_embeds": text.pooled, "time_ids": time_ids.repeat(x0.shape[0], 1)}
         v = net(sample=x_t, timestep=t * 1000, encoder_hidden_states=text.states,
                 encoder_attention_mask=text.mask.float(), added_cond_kwargs=added, return_dict=False)[0]
-        loss = ((v - (eps - x0)) ** 2).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, stage.train.max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for e, p in zip(ema, params):
-                e.mul_(decay).add_(p, alpha=1 - decay)
-        return loss.item()
+        return update(((v - (eps - x0)) ** 2).mean()).item()
 
     return step
 
@@ -119,30 +129,16 @@ def plain_toy_step(ctx, fused: bool):
     """A hand-written flow-matching step on a copy of the stage's MLP and the same data source: sample points,
     t ~ U(0, 1) and noise from one generator, MSE to the velocity, clip, AdamW, the same schedule, EMA."""
     from flowspec.runtime.data.toy2d import sample_toy2d
-    from flowspec.runtime.train.optim import lr_factor
 
     stage, net = ctx.stage, copy.deepcopy(ctx.bundle.denoiser.net)
-    params = list(net.parameters())
-    opt = torch.optim.AdamW(params, lr=stage.optimizer.lr, betas=tuple(stage.optimizer.betas), eps=stage.optimizer.eps,
-                            weight_decay=stage.optimizer.weight_decay, fused=fused or None)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(stage.optimizer.schedule, s, stage.steps))
-    ema, decay, batch = [p.detach().clone() for p in params], stage.train.ema.decay, stage.train.global_batch
+    update, batch = plain_update(list(net.parameters()), stage, fused), stage.train.global_batch
     gen, distribution = torch.Generator().manual_seed(0), stage.data.source.distribution
 
     def step():
         x0 = sample_toy2d(distribution, batch, gen)
         t, eps = torch.rand(batch, generator=gen), torch.randn(batch, 2, generator=gen)
         x_t = (1 - t[:, None]) * x0 + t[:, None] * eps
-        loss = ((net(x_t, t) - (eps - x0)) ** 2).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, stage.train.max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            torch._foreach_mul_(ema, decay)
-            torch._foreach_add_(ema, params, alpha=1 - decay)
-        return loss
+        return update(((net(x_t, t) - (eps - x0)) ** 2).mean())
 
     return step
 

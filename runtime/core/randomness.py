@@ -25,12 +25,6 @@ def stream_seed(seed: int, step: int, name: str) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
-def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host tensor on `device` without waiting for the device: a blocking copy would wait for every kernel
-    queued before it, so the host could no longer run ahead of a GPU (a no-op on the CPU)."""
-    return tensor.to(device, non_blocking=True)
-
-
 class SliceRandom:
     """Draws for rows [offset, offset + size) of a global batch of `total` items at optimizer step `step`."""
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from ..core.randomness import to_device
+from ..core.device import to_device
 from .text import TextCondition
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core.randomness import to_device
+from ..core.device import to_device
 from .adapters import Condition
 from .bundle import ModelBundle
 

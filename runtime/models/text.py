@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ...schemas.model import BUILTIN_VOCAB, builtin_token, builtin_words
-from ..core.randomness import to_device
+from ..core.device import to_device
 
 PAD, BOS = 0, 1
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from ..core import LinearPath, TimestepDistribution, condition_dropout_mask, flow_matching_loss
-from ..core.randomness import SliceRandom, to_device
+from ..core.device import to_device
+from ..core.randomness import SliceRandom
 from ..models.conditioning import make_condition
 from ..sampling import latent_multiple
 from .base import TRAIN_PASSES, Cost, Objective, register_objective

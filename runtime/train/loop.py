@@ -222,12 +222,12 @@ class Trainer:
         sample = self.hooks.on_samples is not None and step % config.samples_every == 0 and not done
         minutes = config.checkpoint_minutes
         timed = minutes is not None and time.monotonic() - self.last_save > 60 * minutes
-        stop = False
-        if log or save or sample or (not self.dist.active and (timed or self.stop_requested())):
+        loss, stop = None, False
+        sync = log or save or sample or (not self.dist.active and (timed or self.stop_requested()))
+        if sync:
             loss, stop, timed_main = self.check(metrics["loss"] if log else None, timed)
-            timed = timed_main if self.dist.active else timed
-        else:
-            timed = False  # with several processes a timed checkpoint waits for the next step they agree at
+        if self.dist.active:  # rank 0's clock decides, at the next step the ranks agree at
+            timed = sync and timed_main
         if log:
             values = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
             record = {"step": step, **values, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
