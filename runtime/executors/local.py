@@ -68,6 +68,7 @@ def _worker(rank: int, world: int, port: int, plan: Plan, fresh: bool) -> None:
     if not torch.cuda.is_available():  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     dist = from_environment()
+    code = DIVERGED
     try:
         code = _run_all(plan, fresh, dist)
     except SpecError as exc:  # e.g. the stage is locked by another run: a user error, not a traceback
@@ -75,7 +76,7 @@ def _worker(rank: int, world: int, port: int, plan: Plan, fresh: bool) -> None:
             print(issue, file=sys.stderr, flush=True)
         code = USER_ERROR
     finally:
-        shutdown(dist)
+        shutdown(dist, clean=code == 0)
     if code:
         sys.exit(code)
 

@@ -142,6 +142,9 @@ class Trainer:
             save_checkpoint(self.config.run_dir, self.step, self.state(), self.config.checkpoint_keep)
         for hook in self.hooks.on_checkpoint:  # e.g. every rank flushes its own cache entries
             hook(self.step)
+        # Nobody goes on (or leaves, when stopped) before the checkpoint is on disk; the wait for rank 0's
+        # write is a barrier, not the next step's all-reduce, which has the shorter collective timeout.
+        self.dist.barrier()
 
     # ------------------------------------------------------------------------------- steps
     def train_step(self) -> dict:
@@ -239,14 +242,15 @@ class Trainer:
             self.progress.update(step, record)
         if stop:
             self.checkpoint()
-            self.dist.barrier()  # nobody leaves before the checkpoint is on disk
             raise Preempted(step)
         if save or timed:
             self.checkpoint()
             self.last_save = time.monotonic()
         # The final grid is the stage's `sample` op, drawn after training (also after a resume at the end).
-        if main and sample:
-            self.hooks.on_samples(step)
+        if sample:
+            if main:
+                self.hooks.on_samples(step)
+            self.dist.barrier()  # the grid may take longer than the collective timeout
 
     def _more(self, finish: Callable[[int], bool]) -> bool:
         """Whether to take another step: not past the last one, and not asked to finish (the hook is asked
