@@ -68,10 +68,15 @@ def batch_arithmetic(spec: Spec) -> Iterator[Finding]:
     from ..schemas.train import BatchSplitError
 
     for i, stage in enumerate(spec.stages):
+        executor = stage.executor
         try:
-            stage.train.split(stage.executor.num_devices())
+            stage.train.split(executor.num_devices())
         except BatchSplitError as exc:
-            yield Finding(("stages", i, "train", exc.key), str(exc))
+            origin = ""
+            if executor.kind == "slurm" and executor.num_devices() > 1:  # where the process count comes from
+                origin = (f" (executor: {executor.nodes} node(s) x {executor.tasks_per_node()} task(s), one per "
+                          "GPU of gpus_per_node)")
+            yield Finding(("stages", i, "train", exc.key), str(exc) + origin)
 
 
 @check
