@@ -6,7 +6,7 @@
 #                                               # (idempotent); N > 1: N compute nodes, see below
 #   scripts/slurm-cluster.sh stop     # stops the daemons by PID and removes what start created
 #   scripts/slurm-cluster.sh status   # prints whether the controller answers
-#   scripts/slurm-cluster.sh env      # prints `export SLURM_CONF=...` for clients
+#   scripts/slurm-cluster.sh env      # prints `export SLURM_CONF=...` for clients (and the node-local folder)
 #   scripts/slurm-cluster.sh node-down I   # several nodes: node I fails (its slurmd and every process in its
 #   scripts/slurm-cluster.sh node-up I     #   namespace killed, by PID); node-up starts its slurmd again
 #
@@ -14,7 +14,9 @@
 # in a network namespace of its own (flowspec-node1..N, addresses $SUBNET.11.., its own hostname), joined to
 # this machine by a veth pair on a bridge ($SUBNET.1, where the controller listens): SLURM and torch see N
 # hosts. The advertised CPUs, memory and fake GPUs are split between them; the filesystem is shared, as on a
-# cluster. Only that subnet is used: a namespace has no route anywhere else.
+# cluster, except $ROOT/node-local: a tmpfs of each node's own (a mount namespace per node), what a folder on a
+# node's local disk looks like (flowspec refuses a run folder the nodes cannot see; its test puts one there).
+# Only that subnet is used: a namespace has no route anywhere else.
 #
 # Needs root (apt, daemons). Facts and pitfalls behind every setting: ../shared/reference/slurm-local.md
 # (submitit needs sacct, so accounting is on; kill_invalid_depend so dependants of a failed job are
@@ -29,6 +31,7 @@ DB_PASS="flowspec"
 NODES=1
 SUBNET="10.77.0"  # the one subnet of the multi-node cluster: the bridge is .1, node i is .(10 + i)
 BRIDGE="flowspec-br"
+NODE_LOCAL="$ROOT/node-local"  # several nodes: each node mounts a tmpfs of its own here
 CREATED="$ROOT/created"  # what start made besides daemons (namespaces, links, the bridge), for stop
 HOSTS_MARK="# flowspec-slurm"
 
@@ -174,8 +177,11 @@ node_up() {  # node I's slurmd in its network namespace, under its own hostname 
   # nsenter, not `ip netns exec`, which mounts a fresh /sys without the cgroup hierarchy slurmd needs
   local ns; ns=$(node_name "$1")
   [ -e "/run/netns/$ns" ] || fail "no node $ns (start --nodes N first)"
-  mkdir -p "$ROOT/slurmd/$ns"
-  nsenter --net="/run/netns/$ns" unshare --uts sh -c "hostname $ns && exec slurmd -N $ns"
+  mkdir -p "$ROOT/slurmd/$ns" "$NODE_LOCAL"
+  # a mount namespace of its own (host mounts still propagate in) for the node-local tmpfs; it goes with the
+  # node's last process
+  nsenter --net="/run/netns/$ns" unshare --uts --mount --propagation slave \
+    sh -c "hostname $ns && mount -t tmpfs -o size=16m flowspec-node-local $NODE_LOCAL && exec slurmd -N $ns"
 }
 
 node_down() {  # node I fails: its slurmd and every process in its namespace (job steps, tasks) killed at once
@@ -264,7 +270,7 @@ case "$command" in
   start) start ;;
   stop) stop_daemons ;;
   status) SLURM_CONF="$CONF" scontrol ping ;;
-  env) echo "export SLURM_CONF=$CONF" ;;
+  env) echo "export SLURM_CONF=$CONF"; echo "export FLOWSPEC_SLURM_NODE_LOCAL=$NODE_LOCAL" ;;
   node-down) export SLURM_CONF="$CONF"; node_down "${NODE_INDEX:?}" ;;
   node-up) export SLURM_CONF="$CONF"; node_up "${NODE_INDEX:?}" ;;
   *) echo "usage: $0 start [--nodes N]|stop|status|env" >&2; exit 2 ;;

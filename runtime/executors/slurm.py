@@ -19,6 +19,7 @@ from ...compiler import Issue, Location, SpecError
 from ...compiler.lower import cache_status
 from ...compiler.plan import Plan, StagePlan
 from ...schemas.executor import Slurm
+from .shared_fs import check_run_folder
 
 RECORD = "slurm.json"
 # What `run --executor slurm` calls: sbatch to submit (submitit also runs srun inside the job), squeue
@@ -108,8 +109,10 @@ class StageJob:
         stage_plan = self.plan.stage(self.stage)
         # Only the first run of a job may start afresh; a requeued one resumes what it wrote.
         fresh = self.fresh and int(os.environ.get("SLURM_RESTART_COUNT", "0")) == 0
+        finished = False
         try:
             run_stage(self.plan, stage_plan, fresh, dist, stop_requested=lambda: bool(asked))
+            finished = True
         except TrainingDiverged as exc:  # the job fails, so SLURM cancels the stages after it
             raise RuntimeError(f"stage '{self.stage}' stopped: {exc} (stage folder {stage_plan.run_dir})") from None
         except Preempted as stop:
@@ -126,7 +129,8 @@ class StageJob:
             # Other ranks leave cleanly: a failing exit would make srun (--kill-on-bad-exit) end rank 0
             # before its requeue went through.
             raise SystemExit(0 if not dist.main else -1)
-        shutdown(dist)
+        finally:  # a process group left to interpreter exit can abort the process
+            shutdown(dist, clean=finished)
         return {"stage": self.stage, "run_dir": stage_plan.run_dir}
 
     def checkpoint(self, *args, **kwargs):
@@ -152,12 +156,15 @@ def submit_plan(plan: Plan, fresh: bool = False) -> list[Submitted]:
     folder = root / "slurm"
     # sacct's time format; a minute early, for clock skew between this machine and the controller
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 60))
-    jobs, submitted = [], []
+    pending = []
     for stage_plan in plan.stages:
         if cache_status(stage_plan.run_dir) == "hit":
             print(f"[{stage_plan.name}] cached: {stage_plan.run_dir}", flush=True)
-            continue
-        block = slurm_block(plan, stage_plan.name)
+        else:
+            pending.append((stage_plan, slurm_block(plan, stage_plan.name)))
+    check_run_folder(root, pending)
+    jobs, submitted = [], []
+    for stage_plan, block in pending:
         executor = stage_executor(folder, block, stage_plan.name, plan.spec.name,
                                   after=jobs[-1].job_id if jobs else None)
         try:

@@ -2,6 +2,7 @@
 namespace of its own, on a bridge), a stage across two nodes (one rank per task, gloo over the bridge) ending
 with the weights of one process, and an afterok chain mixing one- and two-node stages."""
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -170,3 +171,32 @@ def test_a_node_that_fails_is_named_and_the_stage_resumes_exactly(two_nodes, tmp
     finally:
         assert cluster("node-up", "2").returncode == 0
     finish_and_compare(two_nodes, plain, hit)
+
+
+def test_a_preempted_two_node_job_checkpoints_at_the_signal_requeues_and_resumes_exactly(two_nodes, tmp_path):
+    from submitit.slurm.slurm import SlurmJob
+
+    plain, hit = start_both(two_nodes, tmp_path, plain_first=True)
+    job = jobs(hit)[0]
+    SlurmJob(folder=job["folder"], job_id=job["job_id"])._interrupt()  # SIGTERM, then USR2, to every task
+    logs = finish_and_compare(two_nodes, plain, hit)
+    assert "requeueing" in logs and logs.count("Starting with JobEnvironment") == 2, logs
+    step = int(logs.split("checkpoint at step ")[1].split()[0])
+    assert f"resumed from step {step}" in logs  # the signal's own checkpoint, not an older one
+
+
+def test_a_run_folder_the_nodes_cannot_see_is_refused_before_any_job_is_queued(two_nodes, tmp_path):
+    # The cluster's node-local folder: a tmpfs of each node's own, an ordinary folder here.
+    local = Path(two_nodes["FLOWSPEC_SLURM_NODE_LOCAL"]) / tmp_path.name
+    local.mkdir(parents=True)
+    try:
+        write_spec(local, ONE_STAGE_TOY + SLURM.replace("kind: slurm,", "kind: slurm, nodes: 2,"))
+        out = flowspec(two_nodes, "run", "spec.yaml", cwd=local)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert (f"stages.pretrain.executor: the run folder {local}/runs/toy is not visible from compute node(s) "
+                "flowspec-node1, flowspec-node2: the jobs read and write it there") in out.stderr
+        assert "spec.yaml:" in out.stderr and "Traceback" not in out.stderr
+        assert not (local / "runs" / "toy" / "slurm.json").exists()  # nothing was queued
+        assert not list((local / "runs" / "toy" / "slurm").glob(".visible-*"))  # the token is gone
+    finally:
+        shutil.rmtree(local)
