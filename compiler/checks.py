@@ -79,6 +79,26 @@ def batch_arithmetic(spec: Spec) -> Iterator[Finding]:
             yield Finding(("stages", i, "train", exc.key), str(exc) + origin)
 
 
+# The objectives train.sharding fsdp runs under (the others keep weight snapshots, rollout policies, gold
+# evaluations or discriminators, not yet made to work on shards).
+SHARDED_OBJECTIVES = ("flow_matching", "dreambooth")
+
+
+@check
+def sharding(spec: Spec) -> Iterator[Finding]:
+    for i, stage in enumerate(spec.stages):
+        train = stage.train
+        if train.sharding != "fsdp":
+            continue
+        where = ("stages", i, "train", "sharding")
+        if stage.objective_name() not in SHARDED_OBJECTIVES:
+            yield Finding(where, f"sharding fsdp does not run the {stage.kind} stage kind yet: it runs "
+                          f"the pretrain, finetune and dreambooth kinds (with or "
+                          "without lora); use sharding: none")
+        elif train.compile:
+            yield Finding(where, "sharding fsdp with train.compile is not supported yet: set one of them off")
+
+
 @check
 def schedules(spec: Spec) -> Iterator[Finding]:
     for i, stage in enumerate(spec.stages):

@@ -45,6 +45,12 @@ class Train(Block):
         "(transformer, UNet down / mid / up block) compiled once and shared by the blocks of its class, so compiling "
         "takes about one block's time; full: the whole denoiser as one graph; false: eager. Compiled code is cached "
         "under data.cache.dir/torch_compile (or TORCHINDUCTOR_CACHE_DIR) and reused by later runs.")
+    sharding: Literal["none", "fsdp"] = Field(
+        "none", description="none: every process holds the whole model (data parallelism); fsdp: torch's FSDP2 shards "
+        "the trained modules' weights, gradients and optimizer state over the processes, block by block (bf16 "
+        "compute, fp32 reduction and weights under bf16 precision). Checkpoints are gathered: a stage resumes on any "
+        "number of processes. On one process nothing is sharded (warned). Runs the pretrain, finetune and "
+        "dreambooth kinds (LoRA included), not yet with train.compile.")
     cfg_dropout: Probability = Field(0.1, description="Probability of dropping the condition (for classifier-free guidance).")
     checkpoint: Checkpoint = Field(default_factory=dict, validate_default=True, description="Checkpoint cadence.")
     samples: Samples = Field(default_factory=dict, validate_default=True, description="Sample grids during and after training.")

@@ -65,11 +65,11 @@ class StageContext:
         return self.spec.model.kind == "mlp"
 
     def weights_for_export(self):
-        """The EMA weights swapped in (samples, evaluation and export use them), else the trained ones."""
+        """The EMA weights swapped in (samples, evaluation and export use them), else the trained ones; whole
+        (during training with train.sharding fsdp, every rank enters)."""
         import contextlib
 
-        ema = self.trainer.ema if self.trainer is not None else None
-        return ema.swapped_in() if ema is not None else contextlib.nullcontext()
+        return self.trainer.export_weights() if self.trainer is not None else contextlib.nullcontext()
 
     def log_image(self, key: str, path: Path, step: int) -> None:
         if self.wandb is not None:

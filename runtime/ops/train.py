@@ -26,6 +26,10 @@ def train(ctx: StageContext, params: dict) -> None:
     except BaseChanged as exc:  # a frozen start or reference changed under an unfinished stage: say which
         raise SpecError([Issue(Location.parse(ctx.stage_plan.loc), f"stages.{ctx.stage.name}.{exc.field}",
                                f"{exc}; start it afresh with --fresh")]) from None
+    if ctx.trainer.shards is not None:  # the later ops (samples, evaluation, export) take ordinary modules
+        plain = ctx.trainer.unshard()
+        ctx.bundle.denoiser = plain["denoiser"]
+        ctx.bundle.text_encoder = plain.get("text_encoder", ctx.bundle.text_encoder)
     if ctx.gold is not None:
         keep_best_by_gold(ctx)
     if ctx.dist.main:

@@ -6,6 +6,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .sharding import full, shard_like
+
 
 class EMA:
     """shadow <- d shadow + (1 - d) param every `every` steps, with d = decay, or with warm-up
@@ -21,6 +23,7 @@ class EMA:
                  for k, p in m.named_parameters() if k in self.shadow[name]]
         self._shadows, self._params = [s for s, _ in pairs], [p for _, p in pairs]
         self._cast = any(p.dtype != torch.float32 for p in self._params)
+        self.whole: dict | None = None  # sharded weights (train.sharding): the shadow's whole tensors, while gathered
 
     def decay_at(self, step: int) -> float:
         if not self.warmup:
@@ -45,7 +48,7 @@ class EMA:
         """Temporarily put the EMA weights into the modules (for samples and export)."""
         saved = {name: {k: p.detach().clone() for k, p in m.named_parameters() if k in self.shadow[name]}
                  for name, m in self.modules.items()}
-        self._copy(self.shadow)
+        self._copy(self.whole or self.shadow)
         try:
             yield
         finally:
@@ -58,10 +61,17 @@ class EMA:
                 if key in source[name]:
                     param.copy_(source[name][key])
 
+    def gather(self, whole: bool = True) -> None:
+        """Sharded weights (every rank): keep the shadow's whole tensors for `swapped_in`, or drop them."""
+        self.whole = {name: {k: full(v) for k, v in tensors.items()} for name, tensors in self.shadow.items()} \
+            if whole else None
+
     def state_dict(self) -> dict:
-        return {"shadow": self.shadow}
+        """The shadow, whole (sharded weights: every rank calls it)."""
+        return {"shadow": {name: {k: full(v) for k, v in tensors.items()} for name, tensors in self.shadow.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         for name, tensors in state["shadow"].items():
             for key, value in tensors.items():
-                self.shadow[name][key].copy_(value)
+                target = self.shadow[name][key]
+                target.copy_(shard_like(value, target))

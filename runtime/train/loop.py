@@ -21,6 +21,7 @@ from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore
 from .ema import EMA
 from .logs import MetricsLog, Progress
 from .optim import build_optimizer, build_scheduler
+from .sharding import full, shard
 
 
 class TrainingDiverged(RuntimeError):
@@ -84,9 +85,12 @@ class LoopHooks:
     should_finish: Callable[[int], bool] | None = None
 
 
+def uses_bf16(config: LoopConfig) -> bool:
+    return config.precision == "bf16" or (config.precision == "auto" and config.device.type == "cuda")
+
+
 def autocast(config: LoopConfig):
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and config.device.type == "cuda")
-    if not use_bf16:
+    if not uses_bf16(config):
         return contextlib.nullcontext()
     return torch.autocast(config.device.type, dtype=torch.bfloat16)
 
@@ -97,6 +101,8 @@ class Trainer:
                  stop_requested: Callable[[], bool] = lambda: False):
         self.config, self.modules, self.objective = config, modules, objective
         self.hooks, self.dist, self.stop_requested = hooks or LoopHooks(), dist, stop_requested
+        # before the optimizer sees the parameters
+        self.shards = shard(modules, train_spec.sharding, dist, config.label, config.device, uses_bf16(config))
         self.params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(optimizer_spec, param_groups(modules, getattr(objective, "learning_rates", dict)()),
                                          config.device)
@@ -111,9 +117,15 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- state
     def state(self) -> dict:
-        return {"step": self.step, "modules": {n: trained_state(m) for n, m in self.modules.items()},
+        """Everything an exact resume needs; with shards, gathered to rank 0 (every rank calls it)."""
+        if self.shards is not None:
+            modules, optimizer = self.shards.state(self.optimizer)
+        else:
+            modules = {n: trained_state(m) for n, m in self.modules.items()}
+            optimizer = self.optimizer.state_dict()
+        return {"step": self.step, "modules": modules,
                 **{f"frozen_{role}": getattr(self.config, f"frozen_{role}") for role, _, _ in PINNED},
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema else None, "rng": capture_rng()}
 
     def restore(self) -> bool:
@@ -126,9 +138,14 @@ class Trainer:
             if saved != loaded:
                 raise BaseChanged(f"{path} was trained on {what} {saved}, but this run loaded {role} {loaded}: "
                                   f"the {role} changed under it", field=key)
-        for name, module in self.modules.items():
-            load_trained_state(module, state["modules"][name], path)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.shards is not None:
+            for name, module in self.modules.items():
+                check_trained_keys(module, state["modules"][name], path)
+            self.shards.load(self.optimizer, state["modules"], state["optimizer"])
+        else:
+            for name, module in self.modules.items():
+                load_trained_state(module, state["modules"][name], path)
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
@@ -138,8 +155,9 @@ class Trainer:
 
     def checkpoint(self) -> None:
         self.saved_at = self.step
+        state = self.state() if self.dist.main or self.shards is not None else None
         if self.dist.main:
-            save_checkpoint(self.config.run_dir, self.step, self.state(), self.config.checkpoint_keep)
+            save_checkpoint(self.config.run_dir, self.step, state, self.config.checkpoint_keep)
         for hook in self.hooks.on_checkpoint:  # e.g. every rank flushes its own cache entries
             hook(self.step)
         # Nobody goes on (or leaves, when stopped) before the checkpoint is on disk; the wait for rank 0's
@@ -156,6 +174,8 @@ class Trainer:
         for micro in range(config.accumulation):
             last = micro == config.accumulation - 1
             # Gradients are averaged across ranks during the last micro-batch's backward only.
+            if self.shards is not None:
+                self.shards.sync_gradients(last)
             with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
                 with autocast(config):
                     loss, metrics = (self.ddp or self.objective)(self.step, micro)
@@ -166,7 +186,7 @@ class Trainer:
             extra = metrics
         if config.accumulation > 1:
             total = total / config.accumulation
-        norm = nn.utils.clip_grad_norm_(self.params, config.max_grad_norm or float("inf"))
+        norm = full(nn.utils.clip_grad_norm_(self.params, config.max_grad_norm or float("inf")))
         self.watch.note(total, norm)
         self.optimizer.step()
         self.scheduler.step()
@@ -203,7 +223,8 @@ class Trainer:
         config, main = self.config, self.dist.main
         resumed = self.restore()
         self.watch = DivergenceWatch(self.step, config.log_every, config.device)
-        self.ddp = self.dist.data_parallel(self.modules, self.objective, config.device)
+        if self.shards is None:
+            self.ddp = self.dist.data_parallel(self.modules, self.objective, config.device)
         self.log = MetricsLog(config.run_dir, self.step) if main else None
         self.progress = Progress(config.label, config.steps, self.step, config.log_every, enabled=main)
         if resumed and main:
@@ -248,9 +269,42 @@ class Trainer:
             self.last_save = time.monotonic()
         # The final grid is the stage's `sample` op, drawn after training (also after a resume at the end).
         if sample:
-            if main:
-                self.hooks.on_samples(step)
-            self.dist.barrier()  # the grid may take longer than the collective timeout
+            with self.whole_weights():
+                if main:
+                    self.hooks.on_samples(step)
+                self.dist.barrier()  # the grid may take longer than the collective timeout
+
+    @contextlib.contextmanager
+    def whole_weights(self):
+        """Whole weights (and EMA) in the modules, so that one rank alone may run them; every rank enters."""
+        if self.shards is None or self.shards.gathering:
+            yield
+            return
+        with self.shards.gathered():
+            if self.ema is not None:
+                self.ema.gather()
+            try:
+                yield
+            finally:
+                if self.ema is not None:
+                    self.ema.gather(False)
+
+    @contextlib.contextmanager
+    def export_weights(self):
+        """What samples, evaluations and the export use: the EMA weights if any, whole (every rank enters)."""
+        with self.whole_weights(), self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext():
+            yield
+
+    def unshard(self) -> dict[str, nn.Module]:
+        """After training with shards (every rank): plain modules with the trained weights and an EMA over them,
+        for the stage's later ops; the sharded ones are dropped."""
+        plain = self.shards.plain()
+        if self.ema is not None:
+            ema = EMA(plain, self.ema.decay, self.ema.warmup, self.ema.every)
+            ema.load_state_dict(self.ema.state_dict())
+            self.ema = ema
+        self.modules, self.shards = plain, None
+        return plain
 
     def _more(self, finish: Callable[[int], bool]) -> bool:
         """Whether to take another step: not past the last one, and not asked to finish (the hook is asked
@@ -294,6 +348,19 @@ def load_trained_state(module: nn.Module, state: dict, path: Path) -> None:
     if unexpected or set(missing) - frozen - {k for k, _ in module.named_buffers()}:
         raise ValueError(f"{path}: the checkpoint does not hold this stage's trained weights "
                          f"({len(unexpected)} unexpected, {len(set(missing) - frozen)} missing)")
+
+
+def check_trained_keys(module: nn.Module, state: dict, path: Path) -> None:
+    """load_trained_state's check, for sharded modules (loaded by name, which ignores what does not match)."""
+    frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+    known = set(module.state_dict())
+    missing = known - set(state) - frozen - {k for k, _ in module.named_buffers()}
+    unexpected = set(state) - known
+    if unexpected or missing:
+        raise ValueError(f"{path}: the checkpoint does not hold this stage's trained weights "
+                         f"({len(unexpected)} unexpected, {len(missing)} missing)")
+
+
 
 
 class DivergenceWatch:

@@ -1,0 +1,144 @@
+"""train.sharding: fsdp (torch's FSDP2 on gloo processes) against one unsharded process with the same global batch."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from .helpers import IMAGE, TOY, flowspec, kill_after_checkpoint, stage_dir, weights, write_spec
+
+ONE_STAGE_TOY = TOY.replace("  - {name: finetune, kind: finetune, from: pretrain, steps: 20, optimizer: {lr: 1.0e-3}}\n", "")
+# Accumulation (4 micro-batches on one process, 2 on two) and a sample grid mid-training (drawn from whole weights).
+TOY_SHARDED = ONE_STAGE_TOY.replace("  cfg_dropout: 0.0\n", "  cfg_dropout: 0.0\n  micro_batch: 16\n  sharding: fsdp\n") \
+    .replace("samples: {every: 1000,", "samples: {every: 20,")
+UNSHARDED = "train.sharding=none"
+
+
+def losses(stage) -> list[float]:
+    return [json.loads(line)["loss"] for line in (stage / "metrics.jsonl").read_text().splitlines()]
+
+
+def run(folder, text: str, *args: str):
+    folder.mkdir()
+    write_spec(folder, text)
+    out = flowspec("run", "spec.yaml", *args, cwd=folder)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def assert_close(one, two) -> None:
+    a, b = weights(one), weights(two)
+    assert a.keys() == b.keys() and len(a) > 0
+    worst = max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+    assert worst < 2e-4, worst  # the DDP test's bound: float32 reassociation of the gradient sums
+
+
+def test_two_sharded_processes_give_the_weights_of_one_unsharded(tmp_path):
+    run(tmp_path / "one", TOY_SHARDED, "--set", UNSHARDED)
+    out = run(tmp_path / "two", TOY_SHARDED, "--nproc", "2")
+    one, two = stage_dir(tmp_path / "one", "toy", "pretrain"), stage_dir(tmp_path / "two", "toy", "pretrain")
+    assert "x 2 processes" in out.stdout
+    assert_close(one, two)
+    assert losses(one) == pytest.approx(losses(two), rel=1e-4, abs=1e-6)
+    assert (two / "samples" / "step-00000020.png").exists()  # drawn by rank 0 from the gathered weights
+
+
+def start_group(folder, *args: str) -> subprocess.Popen:
+    """A run whose worker processes can be killed together (the launcher and its ranks share a session)."""
+    return subprocess.Popen([sys.executable, "-m", "flowspec.cli", "run", "spec.yaml", *args], cwd=folder,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def kill_group_after_checkpoint(folder, step: int, *args: str) -> None:
+    proc = start_group(folder, *args)
+    real_kill = os.kill
+    try:  # kill_after_checkpoint SIGKILLs one pid: make it the whole session here
+        os.kill = lambda pid, sig: os.killpg(pid, sig)
+        kill_after_checkpoint(proc, "runs/toy/pretrain-*", folder, step)
+    finally:
+        os.kill = real_kill
+
+
+def test_a_sharded_run_killed_after_a_checkpoint_resumes_bitwise(tmp_path):
+    plain = tmp_path / "plain"
+    run(plain, TOY_SHARDED, "--nproc", "2")
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    write_spec(killed, TOY_SHARDED)
+    kill_group_after_checkpoint(killed, 30, "--nproc", "2")
+    out = flowspec("run", "spec.yaml", "--nproc", "2", cwd=killed)
+    assert out.returncode == 0 and "resumed from step" in out.stdout, out.stdout + out.stderr
+    a, b = weights(stage_dir(plain, "toy", "pretrain")), weights(stage_dir(killed, "toy", "pretrain"))
+    assert a.keys() == b.keys() and a
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.slow  # 4 processes on the 2 cores of CI: 80 s
+def test_a_run_started_on_four_sharded_processes_resumes_on_two(tmp_path):
+    run(tmp_path / "one", TOY_SHARDED, "--set", UNSHARDED)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    write_spec(moved, TOY_SHARDED)
+    kill_group_after_checkpoint(moved, 30, "--nproc", "4")
+    out = flowspec("run", "spec.yaml", "--nproc", "2", cwd=moved)
+    assert out.returncode == 0 and "resumed from step" in out.stdout, out.stdout + out.stderr
+    assert_close(stage_dir(tmp_path / "one", "toy", "pretrain"), stage_dir(moved, "toy", "pretrain"))
+
+
+LORA = IMAGE + "  - {name: tune, kind: finetune, from: pretrain, steps: 10, lora: {rank: 2}, train: {sharding: fsdp}}\n"
+
+
+@pytest.mark.slow
+def test_lora_on_sharded_processes_gives_the_adapters_of_one_unsharded_process(tmp_path):
+    """The tiny MMDiT (its transformer blocks sharded one by one, the text encoder too) with LoRA adapters."""
+    run(tmp_path / "one", LORA, "--set", "stages.tune.train.sharding=none")
+    run(tmp_path / "two", LORA, "--nproc", "2")
+    assert_close(stage_dir(tmp_path / "one", "img", "tune"), stage_dir(tmp_path / "two", "img", "tune"))
+
+
+def test_sharding_on_one_process_is_warned_and_trains_unsharded(tmp_path):
+    out = run(tmp_path / "one", TOY_SHARDED, "--set", "stages.pretrain.steps=10")
+    assert "train.sharding fsdp on one process shards nothing; training unsharded" in out.stdout
+
+
+def test_sharding_a_stage_kind_it_does_not_run_yet_is_refused_at_the_key(tmp_path):
+    text = ONE_STAGE_TOY + ("  - {name: fast, kind: progressive_distill, teacher: pretrain, steps: 4, "
+                            "train: {sharding: fsdp}}\n")
+    write_spec(tmp_path, text)
+    out = flowspec("validate", "spec.yaml", cwd=tmp_path)
+    assert out.returncode != 0
+    assert "stages.fast.train.sharding: sharding fsdp does not run the progressive_distill stage kind yet" in out.stdout + out.stderr
+
+
+def test_optimizer_state_keeps_its_order_through_names():
+    from flowspec.runtime.train.sharding import by_index, by_name
+
+    model = nn.ModuleDict({"a": nn.Linear(3, 2), "b": nn.Linear(2, 1)})
+    optimizer = torch.optim.AdamW([{"params": model["a"].parameters()}, {"params": model["b"].parameters(), "lr": 0.1}])
+    model["b"](model["a"](torch.ones(1, 3))).sum().backward()
+    optimizer.step()
+    state = optimizer.state_dict()
+    named = by_name(state, optimizer, model)
+    assert named["param_groups"][1]["params"] == ["b.weight", "b.bias"]
+    assert torch.equal(named["state"]["a.bias"]["exp_avg"], state["state"][1]["exp_avg"])
+    back = by_index(named)
+    assert back["param_groups"] == state["param_groups"]
+    assert all(torch.equal(back["state"][i]["exp_avg_sq"], state["state"][i]["exp_avg_sq"]) for i in state["state"])
+
+
+def test_the_blocks_sharded_one_by_one_are_the_transformer_blocks():
+    from diffusers import SD3Transformer2DModel
+
+    from flowspec.runtime.train.sharding import blocks, meta_copy
+
+    net = SD3Transformer2DModel(sample_size=16, patch_size=4, in_channels=3, num_layers=2, attention_head_dim=8,
+                                num_attention_heads=2, joint_attention_dim=16, caption_projection_dim=16,
+                                pooled_projection_dim=16, out_channels=3)
+    assert blocks(nn.ModuleDict({"net": net})) == list(net.transformer_blocks)
+    skeleton = meta_copy(net)
+    assert all(p.device.type == "meta" for p in skeleton.parameters())
+    assert all(p.device.type == "cpu" for p in net.parameters())  # the original keeps its weights
