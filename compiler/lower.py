@@ -14,9 +14,11 @@ from .locate import locate
 from .plan import OpNode, StagePlan
 from .yamlpos import PosDict
 
-# Settings that cannot change the trained weights stay out of the hash, so changing them reuses artifacts.
+# Settings that cannot change the trained weights stay out of the hash, so changing them reuses artifacts
+# (train.sharding, like the number of processes, changes them only by float reassociation: a stage resumes
+# sharded what it began unsharded).
 HASH_EXCLUDED: dict[str, Any] = {"name": True, "executor": True, "data": {"cache": True, "loader": True},
-                                 "train": {"checkpoint": True, "samples": True, "log_every": True}}
+                                 "train": {"checkpoint": True, "samples": True, "log_every": True, "sharding": True}}
 DONE_MARKER = "DONE"
 # The built-in evaluation of a stage, by its data: exact metrics for 2-D data, the procedural checker for shapes.
 EVALUATIONS = {"toy2d": "toy2d", "shapes": "shapes_checker"}

@@ -48,7 +48,7 @@ def render_plan(plan: "Plan") -> str:
         for phase in s.data_report:
             out += _phase_lines(phase)
     out.append("hashes cover the model and each stage's settings that change its weights; executor (devices, nodes, "
-               "SLURM) is left out: any number of processes draws the same noise, timesteps and data as one, so the "
+               "SLURM) and train.sharding are left out: any number of processes, sharded or not, draws the same noise, timesteps and data as one, so the "
                "weights differ only by float reassociation (measured up to 1.3e-4) and a stage may resume on "
                "another number of devices")
     blocked = {s.name: sorted({op.op for op in s.ops if op.missing}) for s in plan.stages}

@@ -49,7 +49,7 @@ class Train(Block):
         "none", description="none: every process holds the whole model (data parallelism); fsdp: torch's FSDP2 shards "
         "the trained modules' weights, gradients and optimizer state over the processes, block by block (bf16 "
         "compute, fp32 reduction and weights under bf16 precision). Checkpoints are gathered: a stage resumes on any "
-        "number of processes. On one process nothing is sharded (warned). Runs the pretrain, finetune and "
+        "number of processes, sharded or not (the key is outside the stage's hash, like the process count). On one process nothing is sharded (warned). Runs the pretrain, finetune and "
         "dreambooth kinds (LoRA included), not yet with train.compile.")
     cfg_dropout: Probability = Field(0.1, description="Probability of dropping the condition (for classifier-free guidance).")
     checkpoint: Checkpoint = Field(default_factory=dict, validate_default=True, description="Checkpoint cadence.")

@@ -78,13 +78,15 @@ def test_a_sharded_run_killed_after_a_checkpoint_resumes_bitwise(tmp_path):
 
 
 @pytest.mark.slow  # 4 processes on the 2 cores of CI: 80 s
-def test_a_run_started_on_four_sharded_processes_resumes_on_two(tmp_path):
+@pytest.mark.parametrize("then", ["fsdp", "none"])
+def test_a_run_started_on_four_sharded_processes_resumes_on_two(tmp_path, then):
+    """Gathered checkpoints: any number of processes, sharded or not (sharding is outside the stage's hash)."""
     run(tmp_path / "one", TOY_SHARDED, "--set", UNSHARDED)
     moved = tmp_path / "moved"
     moved.mkdir()
     write_spec(moved, TOY_SHARDED)
     kill_group_after_checkpoint(moved, 30, "--nproc", "4")
-    out = flowspec("run", "spec.yaml", "--nproc", "2", cwd=moved)
+    out = flowspec("run", "spec.yaml", "--nproc", "2", "--set", f"train.sharding={then}", cwd=moved)
     assert out.returncode == 0 and "resumed from step" in out.stdout, out.stdout + out.stderr
     assert_close(stage_dir(tmp_path / "one", "toy", "pretrain"), stage_dir(moved, "toy", "pretrain"))
 
