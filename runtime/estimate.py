@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..compiler.checks import SHARDED_OBJECTIVES
 from ..compiler.plan import Estimate, Plan, StagePlan
 from ..schemas.hardware import ACCELERATORS
 from .models.build import build_denoiser, build_vae, example_inputs
@@ -176,7 +177,10 @@ def estimate_stage(plan: Plan, stage_plan: StagePlan, measured: _Measured | None
     executor, devices = stage.executor, stage.executor.num_devices()
     accel = ACCELERATORS[executor.gpu]
     saved = max(measured.cost(p.resolution).saved_bytes for p in phases)
-    memory = peak_memory(stage, spec.model, total, trainable, saved, devices, cost.frozen_copies, notes)
+    memory = peak_memory(stage, spec.model, total, trainable, saved, devices, cost.frozen_copies, notes,
+                         sharded=stage.train.sharding == "fsdp")
+    if devices > 1 and shardable(stage):
+        notes.append(sharding_note(stage, spec.model, total, trainable, saved, devices, cost.frozen_copies, accel))
     if cost.trained_copies:
         memory += cost.trained_copies * (4 + ADAM_BYTES + 4) * total * 1.1 / GIB
         notes.append(f"memory includes {cost.trained_copies} trained copy of the model (with its optimizer state)")
@@ -219,6 +223,8 @@ def memory_remedies(model_spec, stage) -> str:
         remedies.append("enable model.gradient_checkpointing")
     if train.precision == "fp32" and stage.executor.gpu != "cpu":
         remedies.append("train in bf16 (train.precision)")
+    if devices > 1 and train.sharding == "none" and shardable(stage):
+        remedies.append("shard it (train.sharding: fsdp)")
     if stage.lora is None:
         remedies.append("use lora")
     if not remedies:
@@ -226,8 +232,22 @@ def memory_remedies(model_spec, stage) -> str:
     return ", ".join(remedies[:-1]) + " or " + remedies[-1] if len(remedies) > 1 else remedies[0]
 
 
+def shardable(stage) -> bool:
+    return stage.objective_name() in SHARDED_OBJECTIVES and not stage.train.compile
+
+
+def sharding_note(stage, model_spec, total, trainable, saved, devices: int, frozen_fields, accel) -> str:
+    """Memory per device under each train.sharding choice, and which fit the declared accelerator."""
+    memory = {choice: peak_memory(stage, model_spec, total, trainable, saved, devices, frozen_fields, [],
+                                  sharded=choice == "fsdp") for choice in ("none", "fsdp")}
+    fits = [choice for choice, gib in memory.items() if gib <= accel.memory_gib]
+    verdict = "both fit" if len(fits) == 2 else f"{fits[0]} fits" if fits else "neither fits"
+    return (f"memory per device by train.sharding: none {memory['none']:.1f} GiB, fsdp {memory['fsdp']:.1f} GiB "
+            f"over {devices} devices; {verdict} the {accel.memory_gib:.0f} GiB of a {stage.executor.gpu}")
+
+
 def peak_memory(stage, model_spec, total: int, trainable: int, saved_bytes: float, devices: int,
-                frozen_fields: tuple[str, ...], notes) -> float:
+                frozen_fields: tuple[str, ...], notes, sharded: bool = False) -> float:
     train = stage.train
     micro = train.micro_batch or train.global_batch // devices
     bf16 = train.precision == "bf16" or (train.precision == "auto" and stage.executor.gpu != "cpu")
@@ -235,6 +255,9 @@ def peak_memory(stage, model_spec, total: int, trainable: int, saved_bytes: floa
     if model_spec.gradient_checkpointing:
         activations /= max(model_spec.depth(), 1)
     states = 4 * total + (4 + ADAM_BYTES) * trainable + (4 * trainable if train.ema else 0)
+    if sharded:  # a 1/devices share of all that, and the whole weights of the block computing (and the next one,
+        # all-gathered ahead), in the compute precision
+        states = states / devices + 2 * total / max(model_spec.depth(), 1) * (2 if bf16 else 4)
     # A teacher or reference that is the starting point costs no copy under LoRA: disabling the adapter recovers it.
     refs = stage.refs()
     frozen_copies = sum(1 for f in frozen_fields if stage.lora is None or refs.get(f, stage.from_) != stage.from_)

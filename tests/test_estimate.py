@@ -118,3 +118,24 @@ def test_a_distillation_stage_counts_its_teacher_and_dmd2_its_fake_model(tmp_pat
     extra = dmd.memory_gib - lcm.memory_gib
     assert extra == pytest.approx(16 * dmd.params_total * 1.1 / 2**30, rel=1e-6)
     assert any("1 trained copy of the model" in n for n in dmd.notes)
+
+
+def test_sharding_shares_the_states_over_the_devices_and_plan_says_which_fits(root):
+    from flowspec.runtime.estimate import GIB, peak_memory
+
+    spec = str(root / "specs/sd3_like.yaml")
+    sets = ["executor.gpu=a100_40gb"]
+    plans = {c: estimate_plan(compile_spec(spec, None, [*sets, f"stages.pretrain.train.sharding={c}"])) for c in ("none", "fsdp")}
+    none, fsdp = (plans[c].stage("pretrain").estimate for c in ("none", "fsdp"))
+    assert none.devices == 64 and fsdp.memory_gib < none.memory_gib
+    for estimate in (none, fsdp):  # both choices side by side, whichever the spec makes
+        assert (f"memory per device by train.sharding: none {none.memory_gib:.1f} GiB, fsdp {fsdp.memory_gib:.1f} GiB "
+                "over 64 devices; fsdp fits the 40 GiB of a a100_40gb") in estimate.notes
+    assert any("shard it (train.sharding: fsdp)" in n for n in none.notes)
+    assert not any("exceeds" in n for n in fsdp.notes)
+    # The states (weights, gradients, AdamW moments, EMA) are split 64 ways; one block and the next stay whole.
+    stage, model = plans["none"].spec.stages[0], plans["none"].spec.model
+    total = trainable = none.params_total
+    whole = peak_memory(stage, model, total, trainable, 0.0, 64, (), [])
+    shared = peak_memory(stage, model, total, trainable, 0.0, 64, (), [], sharded=True)
+    assert shared == pytest.approx(whole / 64 + 1.1 * 2 * total / model.depth() * 2 / GIB, rel=1e-9)

@@ -69,7 +69,8 @@ def test_the_headline_spec_is_not_told_to_enable_what_it_enables(root):
 
 
 def test_a_stage_that_does_all_it_can_is_told_to_declare_a_larger_device(root):
-    sets = [A10G, "stages.sft.train.micro_batch=1", "stages.sft.lora={rank: 4}", "stages.sft.train.precision=bf16"]
+    sets = [A10G, "stages.sft.train.micro_batch=1", "stages.sft.lora={rank: 4}", "stages.sft.train.precision=bf16",
+            "stages.sft.train.sharding=fsdp"]
     plan = compile_spec(str(root / SDXL), None, sets)
     stage = plan.spec_stage("sft")
     assert memory_remedies(plan.spec.model, stage).startswith("it does not fit even at micro-batch 1")

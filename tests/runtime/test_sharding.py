@@ -62,6 +62,7 @@ def kill_group_after_checkpoint(folder, step: int, *args: str) -> None:
         os.kill = real_kill
 
 
+@pytest.mark.slow  # two 2-process runs: 40-80 s
 def test_a_sharded_run_killed_after_a_checkpoint_resumes_bitwise(tmp_path):
     plain = tmp_path / "plain"
     run(plain, TOY_SHARDED, "--nproc", "2")
