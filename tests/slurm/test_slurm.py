@@ -62,16 +62,21 @@ def test_a_two_stage_chain_runs_as_dependent_jobs_and_finished_stages_are_not_re
     assert status.returncode == 0 and status.stdout.count("COMPLETED") == 2 and "step 20" in status.stdout
 
 
-@pytest.mark.parametrize("timeout,tasks", [(False, 1), (True, 1), (False, 2)],
-                         ids=["preempted", "time-limit", "preempted-2-tasks"])
+@pytest.mark.parametrize("timeout,tasks,sharding", [
+    (False, 1, "none"), (True, 1, "none"), (False, 2, "none"),
+    # the checkpoint at the signal gathered from both tasks' shards, loaded into new shards after the requeue
+    pytest.param(False, 2, "fsdp", marks=pytest.mark.slow)],
+    ids=["preempted", "time-limit", "preempted-2-tasks", "preempted-2-tasks-sharded"])
 def test_a_preempted_stage_requeues_and_ends_with_the_weights_of_an_uninterrupted_run(slurm_env, tmp_path, timeout,
-                                                                                      tasks):
+                                                                                      tasks, sharding):
     from submitit.slurm.slurm import SlurmJob
 
     executor = SLURM.replace("gpus_per_node: 0", "gpus_per_node: 2") if tasks == 2 else SLURM
+    spec = LONG.replace("  cfg_dropout: 0.0\n", f"  cfg_dropout: 0.0\n  sharding: {sharding}\n")
+    assert f"sharding: {sharding}" in spec
     for name in ("plain", "preempted"):
         (tmp_path / name).mkdir()
-        write_spec(tmp_path / name, LONG + executor)
+        write_spec(tmp_path / name, spec + executor)
         assert flowspec(slurm_env, "run", "spec.yaml", cwd=tmp_path / name).returncode == 0
     cwd = tmp_path / "preempted"
     job = jobs(cwd)[0]
