@@ -36,6 +36,7 @@ def assert_close(one, two) -> None:
     assert worst < 2e-4, worst  # the DDP test's bound: float32 reassociation of the gradient sums
 
 
+@pytest.mark.slow  # a training run or two: the default run stays under 20 minutes
 def test_two_sharded_processes_give_the_weights_of_one_unsharded(tmp_path):
     run(tmp_path / "one", TOY_SHARDED, "--set", UNSHARDED)
     out = run(tmp_path / "two", TOY_SHARDED, "--nproc", "2")
@@ -103,6 +104,7 @@ def test_lora_on_sharded_processes_gives_the_adapters_of_one_unsharded_process(t
     assert_close(stage_dir(tmp_path / "one", "img", "tune"), stage_dir(tmp_path / "two", "img", "tune"))
 
 
+@pytest.mark.slow  # a training run or two: the default run stays under 20 minutes
 def test_sharding_on_one_process_is_warned_and_trains_unsharded(tmp_path):
     out = run(tmp_path / "one", TOY_SHARDED, "--set", "stages.pretrain.steps=10")
     assert "train.sharding fsdp on one process shards nothing; training unsharded" in out.stdout

@@ -62,10 +62,12 @@ def test_a_two_stage_chain_runs_as_dependent_jobs_and_finished_stages_are_not_re
     assert status.returncode == 0 and status.stdout.count("COMPLETED") == 2 and "step 20" in status.stdout
 
 
+# With the slow tests (about 2.5 minutes for the four; the default run must stay under 20 minutes on 2 cores).
+@pytest.mark.slow
 @pytest.mark.parametrize("timeout,tasks,sharding", [
     (False, 1, "none"), (True, 1, "none"), (False, 2, "none"),
     # the checkpoint at the signal gathered from both tasks' shards, loaded into new shards after the requeue
-    pytest.param(False, 2, "fsdp", marks=pytest.mark.slow)],
+    (False, 2, "fsdp")],
     ids=["preempted", "time-limit", "preempted-2-tasks", "preempted-2-tasks-sharded"])
 def test_a_preempted_stage_requeues_and_ends_with_the_weights_of_an_uninterrupted_run(slurm_env, tmp_path, timeout,
                                                                                       tasks, sharding):
