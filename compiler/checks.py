@@ -93,7 +93,7 @@ def sharding(spec: Spec) -> Iterator[Finding]:
         where = ("stages", i, "train", "sharding")
         if stage.objective_name() not in SHARDED_OBJECTIVES:
             yield Finding(where, f"sharding fsdp does not run the {stage.kind} stage kind yet: it runs "
-                          f"the pretrain, finetune and dreambooth kinds (with or "
+                          "the pretrain, finetune and dreambooth kinds (with or "
                           "without lora); use sharding: none")
         elif train.compile:
             yield Finding(where, "sharding fsdp with train.compile is not supported yet: set one of them off")

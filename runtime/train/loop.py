@@ -138,13 +138,13 @@ class Trainer:
             if saved != loaded:
                 raise BaseChanged(f"{path} was trained on {what} {saved}, but this run loaded {role} {loaded}: "
                                   f"the {role} changed under it", field=key)
-        if self.shards is not None:
-            for name, module in self.modules.items():
-                check_trained_keys(module, state["modules"][name], path)
+        for name, module in self.modules.items():
+            check_trained_keys(module, state["modules"][name], path)
+        if self.shards is not None:  # loaded by name into each rank's shards
             self.shards.load(self.optimizer, state["modules"], state["optimizer"])
         else:
             for name, module in self.modules.items():
-                load_trained_state(module, state["modules"][name], path)
+                module.load_state_dict(state["modules"][name], strict=False)
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
@@ -342,25 +342,16 @@ def trained_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if k in trained}
 
 
-def load_trained_state(module: nn.Module, state: dict, path: Path) -> None:
-    frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
-    missing, unexpected = module.load_state_dict(state, strict=not frozen)
-    if unexpected or set(missing) - frozen - {k for k, _ in module.named_buffers()}:
-        raise ValueError(f"{path}: the checkpoint does not hold this stage's trained weights "
-                         f"({len(unexpected)} unexpected, {len(set(missing) - frozen)} missing)")
-
-
 def check_trained_keys(module: nn.Module, state: dict, path: Path) -> None:
-    """load_trained_state's check, for sharded modules (loaded by name, which ignores what does not match)."""
+    """A checkpoint's module state holds every trained parameter of `module` (and, when nothing is frozen, its
+    buffers) and nothing the module lacks."""
     frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+    optional = frozen | ({k for k, _ in module.named_buffers()} if frozen else set())
     known = set(module.state_dict())
-    missing = known - set(state) - frozen - {k for k, _ in module.named_buffers()}
-    unexpected = set(state) - known
+    missing, unexpected = known - set(state) - optional, set(state) - known
     if unexpected or missing:
         raise ValueError(f"{path}: the checkpoint does not hold this stage's trained weights "
                          f"({len(unexpected)} unexpected, {len(missing)} missing)")
-
-
 
 
 class DivergenceWatch:
