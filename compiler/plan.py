@@ -35,6 +35,7 @@ class Estimate:
     step_seconds: float
     params_text_encoder: int = 0  # included in params_total (and trainable): the builtin encoder trains along
     notes: tuple[str, ...] = ()
+    checkpointed: tuple[str, ...] = ()  # the denoiser's regions that recompute their activations
 
 
 @dataclass(frozen=True)

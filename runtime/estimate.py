@@ -10,12 +10,15 @@ import dataclasses
 from pathlib import Path
 
 import torch
+from torch.utils.checkpoint import checkpoint
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..compiler.checks import SHARDED_OBJECTIVES
 from ..compiler.plan import Estimate, Plan, StagePlan
 from ..schemas.hardware import ACCELERATORS
 from .models.build import build_denoiser, build_vae, example_inputs
+from .train.sharding import blocks
+from .train.speed import regions
 from .data.sources import DataError
 from .objectives import cost_of
 from .ops.context import data_error
@@ -27,9 +30,51 @@ TEXT_TOKENS = {"builtin": 32, "minilm": 64, "clip": 77, "t5": 128}
 
 
 @dataclasses.dataclass(frozen=True)
+class Region:
+    """A region of the denoiser (runtime.train.speed.regions) in one forward of one sample, in bytes."""
+    saved: float  # saved for the backward inside it
+    checkpointed: float  # saved with its blocks checkpointed (what the checkpoints keep for the recomputation too)
+    start: float  # saved by the forward before it starts
+
+    def saving(self) -> float:
+        return self.saved - self.checkpointed
+
+
+@dataclasses.dataclass(frozen=True)
 class ForwardCost:
     flops: float  # one forward, one sample
     saved_bytes: float  # activations kept for the backward, one sample, fp32
+    regions: tuple[Region, ...] = ()
+
+    def recomputed(self, count: int) -> list[int]:
+        """The `count` regions to checkpoint: those saving most, the earliest run first among equals (the backward
+        recomputes those last, with least else alive)."""
+        order = sorted(range(len(self.regions)), key=lambda i: (-self.regions[i].saving(), self.regions[i].start))
+        return order[:count]
+
+    def kept_bytes(self, count: int) -> float:
+        """Activations per sample at the backward's peak when `count` regions checkpoint their blocks: the larger of
+        what is kept when the backward starts and, for each recomputed region, what was kept before it plus its
+        whole activations again (what was saved after it is freed by then)."""
+        chosen = [self.regions[i] for i in self.recomputed(count)]
+        peaks = [self.saved_bytes - sum(r.saving() for r in chosen)]
+        for region in chosen:
+            before = region.start - sum(r.saving() for r in chosen if r.start < region.start)
+            peaks.append(before + region.checkpointed + region.saved)
+        return max(peaks)
+
+
+@dataclasses.dataclass(frozen=True)
+class Footprint:
+    """What a stage's memory per device is made of, before the choices of sharding and checkpointing."""
+    total: int  # parameters
+    trainable: int
+    activations: ForwardCost  # of one sample at the curriculum's most costly resolution
+    devices: int
+    largest_block: int = 0  # parameters of the largest block fsdp shards on its own
+    unblocked: int = 0  # parameters outside those blocks (the root's: whole through the step under fsdp)
+    frozen_fields: tuple[str, ...] = ()  # the stage's frozen copies of the model
+    trained_copies: int = 0  # a second trained model (DMD's fake score)
 
 
 class _Measured:
@@ -39,6 +84,9 @@ class _Measured:
         self.model_spec = model_spec
         self.model = build_denoiser(model_spec, device="meta")
         self.total = count_params(self.model)
+        self.region_names = [name for name, _ in regions(self.model)]
+        sizes = [count_params(block) for block in blocks(self.model)]
+        self.largest_block, self.unblocked = max(sizes, default=0), self.total - sum(sizes)
         self.text_params = _trained_text_encoder_params(model_spec)
         self.factor = model_spec.latent.factor() if model_spec.latent.kind == "vae" else 1
         self._costs: dict[int, ForwardCost] = {}
@@ -138,21 +186,59 @@ def forward_cost(model: torch.nn.Module, model_spec, resolution: int, factor: in
     text_tokens = TEXT_TOKENS.get(getattr(model_spec.text_encoder, "kind", None), 0)
     text_tokens = getattr(model_spec.text_encoder, "max_tokens", text_tokens)
     inputs = example_inputs(model_spec, 1, side, side, text_tokens, device=device)
+    run = (lambda: model(inputs["x"], inputs["t"])) if model_spec.kind == "mlp" else (lambda: model(**inputs))
+    with FlopCounterMode(display=False) as counter:
+        saved, starts = saved_by_region(model, run)
+    if not regions(model):
+        return ForwardCost(float(counter.get_total_flops()), float(sum(saved)))
+    kept, _ = saved_by_region(model, run, checkpointed=True)
+    return ForwardCost(float(counter.get_total_flops()), float(sum(saved)),
+                       tuple(Region(*values) for values in zip(saved, kept, starts)))
+
+
+def saved_by_region(model: torch.nn.Module, run, checkpointed: bool = False):
+    """Bytes autograd saves for the backward during `run()` inside each of the model's regions (then outside them:
+    the last entry), with every block checkpointed or none; what was saved before each region started."""
     params = {id(p) for p in model.parameters()}
-    saved = [0]
+    units = [block for _, block in regions(model)]
+    owner = {id(m): i for i, unit in enumerate(units) for m in unit.modules()}
+    saved, starts = [0.0] * (len(units) + 1), [0.0] * len(units)
+    inside = [len(units)]
 
     def pack(tensor):
         base = tensor._base if tensor._base is not None else tensor
         if id(base) not in params and id(tensor) not in params:
-            saved[0] += tensor.numel() * tensor.element_size()
+            saved[inside[0]] += tensor.numel() * tensor.element_size()
         return tensor
 
-    with FlopCounterMode(display=False) as counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        if model_spec.kind == "mlp":
-            model(inputs["x"], inputs["t"])
-        else:
-            model(**inputs)
-    return ForwardCost(float(counter.get_total_flops()), float(saved[0]))
+    def recompute(block, *args, **kwargs):  # what a checkpoint keeps counts in its block's region
+        outer, inside[0] = inside[0], owner[id(block)]
+        try:
+            return checkpoint(block.__call__, *args, use_reentrant=False, preserve_rng_state=False, **kwargs)
+        finally:
+            inside[0] = outer
+
+    def enter(i):
+        def hook(*_):  # returns None: the block's inputs stay as they are
+            starts[i], inside[0] = sum(saved), i
+        return hook
+
+    def leave(*_):
+        inside[0] = len(units)
+
+    hooks = [h for i, unit in enumerate(units) for h in (unit.register_forward_pre_hook(enter(i)),
+                                                         unit.register_forward_hook(leave))]
+    if checkpointed:
+        model.enable_gradient_checkpointing(recompute)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+        if checkpointed:
+            model.disable_gradient_checkpointing()
+    return saved, starts
 
 
 def estimate_stage(plan: Plan, stage_plan: StagePlan, measured: _Measured | None = None) -> Estimate:
@@ -176,14 +262,12 @@ def estimate_stage(plan: Plan, stage_plan: StagePlan, measured: _Measured | None
         notes.append(teacher_note(stage, cost, flops, measured))
     executor, devices = stage.executor, stage.executor.num_devices()
     accel = ACCELERATORS[executor.gpu]
-    saved = max(measured.cost(p.resolution).saved_bytes for p in phases)
-    memory = peak_memory(stage, spec.model, total, trainable, saved, devices, cost.frozen_copies, notes,
-                         sharded=stage.train.sharding == "fsdp")
+    footprint = footprint_of(stage, measured, trainable, cost)
+    sharded = stage.train.sharding == "fsdp"
+    checkpointed = checkpointing(stage, spec.model, footprint, sharded, notes)
+    memory = peak_memory(stage, footprint, notes, sharded, checkpointed)
     if devices > 1 and shardable(stage):
-        notes.append(sharding_note(stage, spec.model, total, trainable, saved, devices, cost.frozen_copies, accel))
-    if cost.trained_copies:
-        memory += cost.trained_copies * (4 + ADAM_BYTES + 4) * total * 1.1 / GIB
-        notes.append(f"memory includes {cost.trained_copies} trained copy of the model (with its optimizer state)")
+        notes.append(sharding_note(stage, footprint, checkpointed, accel))
     if memory > accel.memory_gib:
         notes.append(f"estimated {memory:.1f} GiB per device exceeds the {accel.memory_gib:.0f} GiB of a {executor.gpu}: "
                      f"{memory_remedies(spec.model, stage)}")
@@ -197,7 +281,15 @@ def estimate_stage(plan: Plan, stage_plan: StagePlan, measured: _Measured | None
         notes.append(f"frozen VAE: {count_params(vae):,} parameters")
     return Estimate(params_total=total, params_trainable=trainable, train_flops=flops, memory_gib=memory,
                     gpu_hours=seconds * devices / 3600, accelerator=executor.gpu, devices=devices,
-                    step_seconds=step_seconds, params_text_encoder=measured.text_params, notes=tuple(notes))
+                    step_seconds=step_seconds, params_text_encoder=measured.text_params, notes=tuple(notes),
+                    checkpointed=tuple(measured.region_names[i] for i in footprint.activations.recomputed(checkpointed)))
+
+
+def footprint_of(stage, measured: _Measured, trainable: int, cost) -> Footprint:
+    costliest = max((measured.cost(p.resolution) for p in stage.data.curriculum), key=lambda c: c.saved_bytes)
+    return Footprint(measured.total + measured.text_params, trainable, costliest, stage.executor.num_devices(),
+                     measured.largest_block, measured.unblocked + measured.text_params, cost.frozen_copies,
+                     cost.trained_copies)
 
 
 def teacher_note(stage, cost, flops: float, measured) -> str:
@@ -219,7 +311,7 @@ def memory_remedies(model_spec, stage) -> str:
     remedies = []
     if (train.micro_batch or train.global_batch // devices) > 1:
         remedies.append("lower train.micro_batch")
-    if not model_spec.gradient_checkpointing:
+    if model_spec.gradient_checkpointing is False:
         remedies.append("enable model.gradient_checkpointing")
     if train.precision == "fp32" and stage.executor.gpu != "cpu":
         remedies.append("train in bf16 (train.precision)")
@@ -236,34 +328,51 @@ def shardable(stage) -> bool:
     return stage.objective_name() in SHARDED_OBJECTIVES and not stage.train.compile
 
 
-def sharding_note(stage, model_spec, total, trainable, saved, devices: int, frozen_fields, accel) -> str:
+def sharding_note(stage, footprint: Footprint, checkpointed: int, accel) -> str:
     """Memory per device under each train.sharding choice, and which fit the declared accelerator."""
-    memory = {choice: peak_memory(stage, model_spec, total, trainable, saved, devices, frozen_fields, [],
-                                  sharded=choice == "fsdp") for choice in ("none", "fsdp")}
+    memory = {choice: peak_memory(stage, footprint, [], choice == "fsdp", checkpointed) for choice in ("none", "fsdp")}
     fits = [choice for choice, gib in memory.items() if gib <= accel.memory_gib]
     verdict = "both fit" if len(fits) == 2 else f"{fits[0]} fits" if fits else "neither fits"
     return (f"memory per device by train.sharding: none {memory['none']:.1f} GiB, fsdp {memory['fsdp']:.1f} GiB "
-            f"over {devices} devices; {verdict} the {accel.memory_gib:.0f} GiB of a {stage.executor.gpu}")
+            f"over {footprint.devices} devices; {verdict} the {accel.memory_gib:.0f} GiB of a {stage.executor.gpu}")
 
 
-def peak_memory(stage, model_spec, total: int, trainable: int, saved_bytes: float, devices: int,
-                frozen_fields: tuple[str, ...], notes, sharded: bool = False) -> float:
-    train = stage.train
-    micro = train.micro_batch or train.global_batch // devices
+def checkpointing(stage, model_spec, footprint: Footprint, sharded: bool, notes) -> int:
+    """How many of the denoiser's regions recompute their activations: none, all, or under `auto` the fewest
+    (those saving most first) that bring the estimate within the declared accelerator's memory."""
+    setting, count = model_spec.gradient_checkpointing, len(footprint.activations.regions)
+    if setting != "auto":
+        return count if setting else 0
+    limit = ACCELERATORS[stage.executor.gpu].memory_gib
+    fitting = (k for k in range(count + 1) if peak_memory(stage, footprint, [], sharded, k) <= limit)
+    chosen = next(fitting, count)
+    gib = peak_memory(stage, footprint, [], sharded, chosen)
+    notes.append(f"model.gradient_checkpointing auto: {chosen} of {count} blocks recompute their activations, "
+                 f"{gib:.1f} GiB per device" + (f" (the fewest within the {limit:.0f} GiB of a {stage.executor.gpu})"
+                                                if gib <= limit else " (all of them, and it still does not fit)"))
+    return chosen
+
+
+def peak_memory(stage, footprint: Footprint, notes, sharded: bool = False, checkpointed: int = 0) -> float:
+    """GiB per device: weights, gradients, optimizer and EMA states (a 1/devices share under fsdp), frozen and
+    trained copies, and the activations of one micro-batch with `checkpointed` regions recomputed."""
+    train, f = stage.train, footprint
+    micro = train.micro_batch or train.global_batch // f.devices
     bf16 = train.precision == "bf16" or (train.precision == "auto" and stage.executor.gpu != "cpu")
-    activations = saved_bytes * micro * (0.5 if bf16 else 1.0)
-    if model_spec.gradient_checkpointing:
-        activations /= max(model_spec.depth(), 1)
-    states = 4 * total + (4 + ADAM_BYTES) * trainable + (4 * trainable if train.ema else 0)
-    if sharded:  # a 1/devices share of all that, and the whole weights of the block computing (and the next one,
-        # all-gathered ahead), in the compute precision
-        states = states / devices + 2 * total / max(model_spec.depth(), 1) * (2 if bf16 else 4)
+    activations = f.activations.kept_bytes(checkpointed) * micro * (0.5 if bf16 else 1.0)
+    states = 4 * f.total + (4 + ADAM_BYTES) * f.trainable + (4 * f.trainable if train.ema else 0)
+    if sharded:  # a 1/devices share of all that; whole, in the compute precision: the root's own parameters
+        # through the step, and the block computing with the next one (all-gathered ahead)
+        states = states / f.devices + (f.unblocked + 2 * f.largest_block) * (2 if bf16 else 4)
     # A teacher or reference that is the starting point costs no copy under LoRA: disabling the adapter recovers it.
     refs = stage.refs()
-    frozen_copies = sum(1 for f in frozen_fields if stage.lora is None or refs.get(f, stage.from_) != stage.from_)
-    states += frozen_copies * (2 if bf16 else 4) * total
+    frozen_copies = sum(1 for n in f.frozen_fields if stage.lora is None or refs.get(n, stage.from_) != stage.from_)
+    states += frozen_copies * (2 if bf16 else 4) * f.total
     if frozen_copies:
         notes.append(f"memory includes {frozen_copies} frozen copy of the model (teacher/reference)")
+    states += f.trained_copies * (4 + ADAM_BYTES + 4) * f.total
+    if f.trained_copies:
+        notes.append(f"memory includes {f.trained_copies} trained copy of the model (with its optimizer state)")
     return (states + activations) * 1.1 / GIB  # 10% for the allocator and workspace
 
 

@@ -127,7 +127,10 @@ UNetConfig, PixArtConfig, MLPConfig = _CONFIG_MODELS["unet"], _CONFIG_MODELS["pi
 
 class ModelBase(Block):
     init: Init = Field(default_factory=dict, validate_default=True, description="Where the weights come from.")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        False, description="Recompute activations in the backward pass to save memory: true for every block, auto for "
+        "the fewest blocks (those keeping most first) that bring plan's memory estimate per device within the "
+        "declared accelerator, chosen per stage.")
 
     def resolved_config(self) -> dict[str, Any]:
         """The preset with the `config` overrides applied: the exact constructor arguments."""

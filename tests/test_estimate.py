@@ -121,18 +121,85 @@ def test_a_distillation_stage_counts_its_teacher_and_dmd2_its_fake_model(tmp_pat
 
 
 def test_sharding_shares_the_states_over_the_devices_and_plan_says_which_fits(root):
-    from flowspec.runtime.estimate import GIB, peak_memory
+    from flowspec.runtime.estimate import GIB, Footprint, ForwardCost, _Measured, count_params, peak_memory
 
     plan = estimate_plan(compile_spec(str(root / "specs/sd3_like.yaml"), None, ["executor.gpu=a100_40gb"]))
     none = plan.stage("pretrain").estimate
     stage, model = plan.spec.stages[0], plan.spec.model
     assert none.devices == 64 and stage.train.sharding == "none"
-    # The states (weights, gradients, AdamW moments, EMA) are split 64 ways; one block and the next stay whole.
-    total = trainable = none.params_total
-    whole = peak_memory(stage, model, total, trainable, 0.0, 64, (), [])
-    shared = peak_memory(stage, model, total, trainable, 0.0, 64, (), [], sharded=True)
-    assert shared == pytest.approx(whole / 64 + 1.1 * 2 * total / model.depth() * 2 / GIB, rel=1e-9)
+    measured = _Measured(model)
+    # fsdp shards each transformer block on its own; the rest (embeddings, output layers, text encoder) is the root's.
+    assert measured.largest_block == count_params(measured.model.transformer_blocks[0])
+    root_own = none.params_total - sum(count_params(block) for block in measured.model.transformer_blocks)
+    assert measured.unblocked + measured.text_params == root_own
+    # The states (weights, gradients, AdamW moments, EMA) are split 64 ways; the root's weights, one block and the
+    # next stay whole, in bf16.
+    total = none.params_total
+    states = Footprint(total, total, ForwardCost(0.0, 0.0), 64, measured.largest_block, root_own)
+    whole, shared = peak_memory(stage, states, []), peak_memory(stage, states, [], sharded=True)
+    assert shared == pytest.approx(whole / 64 + 1.1 * (root_own + 2 * measured.largest_block) * 2 / GIB, rel=1e-9)
     fsdp = none.memory_gib - whole + shared  # the activations are a device's own either way
     assert (f"memory per device by train.sharding: none {none.memory_gib:.1f} GiB, fsdp {fsdp:.1f} GiB "
             "over 64 devices; fsdp fits the 40 GiB of a a100_40gb") in none.notes
     assert any("exceeds the 40 GiB" in n and "shard it (train.sharding: fsdp)" in n for n in none.notes)
+
+
+def test_auto_checkpointing_picks_the_fewest_blocks_that_fit_the_declared_device(root):
+    from flowspec.runtime.estimate import _Measured, footprint_of, peak_memory
+    from flowspec.runtime.objectives import cost_of
+
+    spec = str(root / "specs/sd3_like.yaml")
+    measured, seen = None, {}
+    for gpu in ("rtx4090", "h100", "h200"):
+        plan = estimate_plan(compile_spec(spec, None, ["model.gradient_checkpointing=auto", f"executor.gpu={gpu}"]))
+        estimate, stage = plan.stage("pretrain").estimate, plan.spec.stages[0]
+        measured = measured or _Measured(plan.spec.model)
+        footprint = footprint_of(stage, measured, estimate.params_trainable, cost_of(stage, str(root / "specs")))
+        count, limit = len(footprint.activations.regions), ACCELERATORS[gpu].memory_gib
+        memory = [peak_memory(stage, footprint, [], False, k) for k in range(count + 1)]
+        chosen = len(estimate.checkpointed)
+        assert estimate.memory_gib == pytest.approx(memory[chosen])
+        assert estimate.checkpointed == tuple(measured.region_names[i]
+                                              for i in footprint.activations.recomputed(chosen))
+        if memory[chosen] <= limit:  # the fewest that fit
+            assert all(m > limit for m in memory[:chosen])
+        else:  # nothing fits: all of them, and plan says so
+            assert chosen == count and any("still does not fit" in n for n in estimate.notes)
+        seen[gpu] = chosen
+    assert seen["rtx4090"] == 24 and 0 < seen["h100"] < 24 and seen["h200"] < seen["h100"]
+
+
+@pytest.mark.parametrize("family", ["mmdit", "unet"])
+def test_the_regions_checkpointed_keep_what_the_meta_measure_says_and_train_alike(family):
+    """The runtime's choice of regions saves, region by region, what the estimate measured on the meta device for
+    it; the gradients are those of a model without checkpointing."""
+    import copy
+
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from flowspec.runtime.estimate import TEXT_TOKENS, saved_by_region
+    from flowspec.runtime.models.build import example_inputs
+    from flowspec.runtime.models.checkpointing import enable_checkpointing
+    from flowspec.runtime.train.speed import regions
+
+    spec = model_spec(family)
+    measured = forward_cost(build_denoiser(spec, device="meta"), spec, 16, 2)
+    net = build_denoiser(spec)
+    plain = copy.deepcopy(net)
+    names = [name for name, _ in regions(net)]
+    chosen = measured.recomputed(len(measured.regions) - 1)  # some, not all: the selective path
+    enable_checkpointing(net, tuple(names[i] for i in chosen))
+    tokens = getattr(spec.text_encoder, "max_tokens", TEXT_TOKENS.get(getattr(spec.text_encoder, "kind", None), 0))
+    torch.manual_seed(0)
+    inputs = {k: torch.rand_like(v) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+              for k, v in example_inputs(spec, 1, 8, 8, tokens, device="cpu").items()}
+    with sdpa_kernel(SDPBackend.MATH):
+        saved, _ = saved_by_region(net, lambda: net(**inputs))
+        assert all(saved[i] == region.saved for i, region in enumerate(measured.regions) if i not in chosen)
+        assert sum(saved) == measured.saved_bytes - sum(measured.regions[i].saving() for i in chosen) < measured.saved_bytes
+        grads = []
+        for model in (net, plain):
+            model(**inputs)[0].square().mean().backward()
+            grads.append([p.grad for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))

@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...compiler.lower import DONE_MARKER
+from ..models.checkpointing import enable_checkpointing
 from ..models.bundle import build_bundle, freeze, frozen_copy, load_backbone, load_exported
+from ..train.speed import regions
 from . import op
 from .context import StageContext
 
@@ -13,9 +15,17 @@ from .context import StageContext
 def load_model(ctx: StageContext, params: dict) -> None:
     ctx.bundle = build_bundle(ctx.spec.model, ctx.seed, ctx.device)
     ctx.base = load_weights(ctx, ctx.bundle, ctx.stage.from_)
-    if ctx.spec.model.gradient_checkpointing:
-        # Recompute each block's activations in the backward pass instead of keeping them (diffusers' own).
-        ctx.bundle.denoiser.net.enable_gradient_checkpointing()
+    setting = ctx.spec.model.gradient_checkpointing
+    if setting == "auto":  # the plan's choice for this stage on its declared accelerator
+        from ..estimate import estimate_stage
+
+        names = estimate_stage(ctx.plan, ctx.stage_plan).checkpointed
+        count = len(regions(ctx.bundle.denoiser.net))
+        print(f"[{ctx.stage.name}] gradient checkpointing auto: {len(names)} of {count} blocks recompute their "
+              f"activations" + (f" ({', '.join(names)})" if 0 < len(names) < count else ""), flush=True)
+        enable_checkpointing(ctx.bundle.denoiser.net, names)
+    elif setting:
+        enable_checkpointing(ctx.bundle.denoiser.net, None)
 
 
 def load_weights(ctx: StageContext, bundle, start: str | None) -> str | None:

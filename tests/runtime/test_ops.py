@@ -17,19 +17,17 @@ def context(tmp_path, text, *sets, stage="pretrain"):
 
 def saved_bytes(ctx) -> int:
     """Bytes autograd keeps for the backward of one training forward (what checkpointing trades for compute)."""
+    return sum(saved_by_region(ctx))
+
+
+def saved_by_region(ctx) -> list[float]:
+    """saved_bytes in each of the denoiser's regions, then outside them."""
+    from flowspec.runtime.estimate import saved_by_region
     from flowspec.runtime.models.conditioning import make_condition
-
-    total = [0]
-
-    def pack(tensor):
-        total[0] += tensor.numel() * tensor.element_size()
-        return tensor
 
     x = torch.randn(4, 3, 16, 16)
     cond = make_condition(ctx.bundle, ["a red circle"] * 4, None, (16, 16))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        ctx.bundle.denoiser.velocity(x, torch.rand(4), cond).square().mean()
-    return total[0]
+    return saved_by_region(ctx.bundle.denoiser.net, lambda: ctx.bundle.denoiser.velocity(x, torch.rand(4), cond))[0]
 
 
 @pytest.mark.parametrize("family", ["mmdit", "mlp"])
@@ -73,3 +71,29 @@ def test_bf16_on_a_cpu_without_native_bf16_says_it_is_slower(tmp_path, capsys, m
         OPS[node.op].run(ctx, node.params)
     warned = "train.precision bf16 on a CPU without native bf16 (AVX512-BF16, AMX) is emulated" in capsys.readouterr().out
     assert warned is not native
+
+
+def test_load_model_checkpoints_the_blocks_the_plan_chose_under_auto(tmp_path, monkeypatch, capsys):
+    """`auto` at run time: the regions of the plan's estimate for this stage, on its declared device (here one
+    whose memory lies between the estimates with one and with two blocks checkpointed)."""
+    from flowspec.runtime.estimate import ACCELERATORS, _Measured, footprint_of, peak_memory
+    from flowspec.runtime.objectives import cost_of
+    from flowspec.schemas.hardware import Accelerator
+
+    sets = ("model.gradient_checkpointing=auto", "model.config.num_layers=3")
+    ctx = context(tmp_path, IMAGE, *sets)
+    measured = _Measured(ctx.spec.model)
+    footprint = footprint_of(ctx.stage, measured, measured.total + measured.text_params, cost_of(ctx.stage, "."))
+    one, two = (peak_memory(ctx.stage, footprint, [], False, k) for k in (1, 2))
+    assert two < one
+    monkeypatch.setitem(ACCELERATORS, "cpu", Accelerator(peak_tflops=0.2, memory_gib=(one + two) / 2))
+    OPS["load_model"].run(ctx, {})
+    ctx.bundle.train()
+    assert "[pretrain] gradient checkpointing auto: 2 of 3 blocks recompute their activations" in capsys.readouterr().out
+    chosen = footprint.activations.recomputed(2)
+    off = context(tmp_path, IMAGE, "model.config.num_layers=3")
+    OPS["load_model"].run(off, {})
+    off.bundle.train()
+    # The two chosen blocks keep less for the backward than without checkpointing, the third as much.
+    auto, plain = saved_by_region(ctx), saved_by_region(off)
+    assert [auto[i] < plain[i] for i in range(3)] == [i in chosen for i in range(3)]
