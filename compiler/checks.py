@@ -81,22 +81,45 @@ def batch_arithmetic(spec: Spec) -> Iterator[Finding]:
 
 # The objectives train.sharding fsdp runs under (the others keep weight snapshots, rollout policies, gold
 # evaluations or discriminators, not yet made to work on shards).
-SHARDED_OBJECTIVES = ("flow_matching", "dreambooth")
+SHARDED_OBJECTIVES = ("flow_matching", "dreambooth", "diffusion_dpo")
+
+
+def has_frozen_copy(stage) -> bool:
+    """A reference or teacher held beside the trained model (under LoRA, the start with its adapter switched off
+    is the same model: no copy)."""
+    refs = stage.refs()
+    return any(stage.lora is None or refs[role] != stage.from_ for role in ("reference", "teacher") if role in refs)
 
 
 @check
 def sharding(spec: Spec) -> Iterator[Finding]:
     for i, stage in enumerate(spec.stages):
         train = stage.train
+        if train.offload_frozen:
+            yield from offload(stage, i)
         if train.sharding != "fsdp":
             continue
         where = ("stages", i, "train", "sharding")
         if stage.objective_name() not in SHARDED_OBJECTIVES:
             yield Finding(where, f"sharding fsdp does not run the {stage.kind} stage kind yet: it runs "
-                          "the pretrain, finetune and dreambooth kinds (with or "
+                          "the pretrain, finetune, dreambooth and diffusion_dpo kinds (with or "
                           "without lora); use sharding: none")
         elif train.compile:
             yield Finding(where, "sharding fsdp with train.compile is not supported yet: set one of them off")
+        elif getattr(stage, "gold", None) is not None:
+            yield Finding(where, "sharding fsdp with gold evaluation is not supported yet: remove gold or use "
+                          "sharding: none")
+
+
+def offload(stage, i: int) -> Iterator[Finding]:
+    where = ("stages", i, "train", "offload_frozen")
+    if not has_frozen_copy(stage):
+        yield Finding(where, f"offload_frozen: the {stage.kind} stage holds no frozen copy of the model to offload"
+                      + (" (under lora its reference is the start with the adapter switched off)"
+                         if stage.lora is not None and "reference" in stage.refs() else "") + "; remove it")
+    elif stage.train.sharding != "fsdp":
+        yield Finding(where, "offload_frozen keeps the frozen copy's shards in CPU memory: it needs train.sharding: "
+                      "fsdp")
 
 
 @check

@@ -18,7 +18,8 @@ from .yamlpos import PosDict
 # (train.sharding, like the number of processes, changes them only by float reassociation: a stage resumes
 # sharded what it began unsharded).
 HASH_EXCLUDED: dict[str, Any] = {"name": True, "executor": True, "data": {"cache": True, "loader": True},
-                                 "train": {"checkpoint": True, "samples": True, "log_every": True, "sharding": True}}
+                                 "train": {"checkpoint": True, "samples": True, "log_every": True, "sharding": True,
+                                                                     "offload_frozen": True}}
 DONE_MARKER = "DONE"
 # The built-in evaluation of a stage, by its data: exact metrics for 2-D data, the procedural checker for shapes.
 EVALUATIONS = {"toy2d": "toy2d", "shapes": "shapes_checker"}

@@ -367,7 +367,10 @@ def peak_memory(stage, footprint: Footprint, notes, sharded: bool = False, check
     # A teacher or reference that is the starting point costs no copy under LoRA: disabling the adapter recovers it.
     refs = stage.refs()
     frozen_copies = sum(1 for n in f.frozen_fields if stage.lora is None or refs.get(n, stage.from_) != stage.from_)
-    states += frozen_copies * (2 if bf16 else 4) * f.total
+    copy = (2 if bf16 else 4) * f.total
+    if sharded:  # sharded like the trained model (in CPU memory under offload_frozen), whole while it runs
+        copy = (0 if train.offload_frozen else copy / f.devices) + (f.unblocked + 2 * f.largest_block) * (2 if bf16 else 4)
+    states += frozen_copies * copy
     if frozen_copies:
         notes.append(f"memory includes {frozen_copies} frozen copy of the model (teacher/reference)")
     states += f.trained_copies * (4 + ADAM_BYTES + 4) * f.total

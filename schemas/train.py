@@ -49,8 +49,14 @@ class Train(Block):
         "none", description="none: every process holds the whole model (data parallelism); fsdp: torch's FSDP2 shards "
         "the trained modules' weights, gradients and optimizer state over the processes, block by block (bf16 "
         "compute, fp32 reduction and weights under bf16 precision). Checkpoints are gathered: a stage resumes on any "
-        "number of processes, sharded or not (the key is outside the stage's hash, like the process count). On one process nothing is sharded (warned). Runs the pretrain, finetune and "
-        "dreambooth kinds (LoRA included), not yet with train.compile.")
+        "number of processes, sharded or not (the key is outside the stage's hash, like the process count). On one "
+        "process nothing is sharded (warned). A frozen copy of the model beside the trained one (diffusion_dpo's "
+        "reference) is sharded too, never given optimizer state. Runs the pretrain, finetune, dreambooth and "
+        "diffusion_dpo kinds (LoRA included), not yet with train.compile or gold.")
+    offload_frozen: bool = Field(
+        False, description="Under sharding: fsdp, keep the frozen copy's shards (a reference or teacher) in CPU "
+        "memory; each block is brought to the device for its forward only. Needs a frozen copy (under LoRA the "
+        "start with its adapter off is none). Outside the stage's hash.")
     cfg_dropout: Probability = Field(0.1, description="Probability of dropping the condition (for classifier-free guidance).")
     checkpoint: Checkpoint = Field(default_factory=dict, validate_default=True, description="Checkpoint cadence.")
     samples: Samples = Field(default_factory=dict, validate_default=True, description="Sample grids during and after training.")

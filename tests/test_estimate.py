@@ -203,3 +203,19 @@ def test_the_regions_checkpointed_keep_what_the_meta_measure_says_and_train_alik
             model(**inputs)[0].square().mean().backward()
             grads.append([p.grad for p in model.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def test_a_sharded_frozen_copy_costs_a_share_of_itself_and_nothing_offloaded(root):
+    from flowspec.runtime.estimate import GIB, _Measured, estimate_stage
+
+    spec, measured = str(root / "specs/sdxl_like.yaml"), []
+
+    def mem(*sets):
+        plan = compile_spec(spec, None, ["stages.dpo.train.sharding=fsdp", *sets])
+        measured.append(measured[0] if measured else _Measured(plan.spec.model))
+        return estimate_stage(plan, plan.stage("dpo"), measured[0])
+
+    sharded, offloaded = mem(), mem("stages.dpo.train.offload_frozen=true")
+    # the reference's bf16 weights, split over the devices, leave the device; its gathered blocks stay
+    assert sharded.memory_gib - offloaded.memory_gib == pytest.approx(
+        1.1 * 2 * sharded.params_total / sharded.devices / GIB, rel=1e-9)

@@ -17,7 +17,7 @@ ERROR_CLASSES = {
     "grpo_groups", "lora_target", "dit_square", "slurm_signal", "text_width", "latent_channels", "data_model", "toy_shift",
     "mixture_lengths", "warmup", "template_syntax", "newer_version", "profile_key", "many_errors",
     "webdataset_mixture", "enhancer_unused", "union_member",
-    "non_finite", "multinode_batch",
+    "non_finite", "multinode_batch", "offload_frozen",
 }
 
 

@@ -7,7 +7,7 @@ import torch
 
 from ..train.checkpoint import capture_rng, restore_rng
 from ...compiler import Issue, Location, SpecError
-from ..train.loop import BaseChanged, LoopConfig, LoopHooks, Trainer
+from ..train.loop import BaseChanged, LoopConfig, LoopHooks, Trainer, uses_bf16
 from ..train.speed import prepare_denoiser
 from . import op, spec_dir
 from .context import StageContext
@@ -68,8 +68,27 @@ def build_trainer(ctx: StageContext, params: dict) -> Trainer:
         ctx.wandb = start_wandb(ctx, hooks)
     prepare_denoiser(ctx)
     modules = {**ctx.bundle.trainable_modules(), **objective.modules()}
-    return Trainer(loop_config(ctx), modules, objective, ctx.stage.train, ctx.stage.optimizer, hooks, ctx.dist,
-                   ctx.stop_requested)
+    trainer = Trainer(loop_config(ctx), modules, objective, ctx.stage.train, ctx.stage.optimizer, hooks, ctx.dist,
+                      ctx.stop_requested)
+    if trainer.shards is not None:
+        shard_frozen_copies(ctx, uses_bf16(trainer.config))
+    return trainer
+
+
+def shard_frozen_copies(ctx: StageContext, bf16: bool) -> None:
+    """A reference or teacher beside the sharded model is sharded too (in place: the objective holds the same
+    modules), its shards in CPU memory under train.offload_frozen; frozen, it has no optimizer state."""
+    from ..train.sharding import Shards
+
+    offload = ctx.stage.train.offload_frozen
+    for role in ("reference", "teacher"):
+        bundle = getattr(ctx, role, None)
+        if bundle is None:
+            continue
+        Shards(bundle.trainable_modules(), ctx.device, ctx.dist.world, bf16, offload)
+        if ctx.dist.main:
+            print(f"[{ctx.label}] {role}: sharded over {ctx.dist.world} processes"
+                  + (", its shards in CPU memory" if offload else ""), flush=True)
 
 
 def keep_best_by_gold(ctx: StageContext) -> None:

@@ -23,7 +23,8 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
                                                      set_model_state_dict, set_optimizer_state_dict)
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+from torch.distributed.fsdp import (CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, OffloadPolicy, fully_shard,
+                                    register_fsdp_forward_method)
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 FULL = StateDictOptions(full_state_dict=True)
@@ -52,19 +53,22 @@ def meta_copy(module: nn.Module) -> nn.Module:
 
 
 class Shards:
-    """The trained modules, sharded in place over `world` processes (collective: every rank builds one)."""
+    """The trained modules (or a frozen copy's), sharded in place over `world` processes (collective: every rank
+    builds one); `offload`: the shards stay in CPU memory, each block's brought to the device for its forward."""
 
-    def __init__(self, modules: dict[str, nn.Module], device: torch.device, world: int, bf16: bool):
+    def __init__(self, modules: dict[str, nn.Module], device: torch.device, world: int, bf16: bool,
+                 offload: bool = False):
         self.skeletons = {name: meta_copy(module) for name, module in modules.items()}
         self.modules = modules
         mesh = init_device_mesh(device.type, (world,))
         # bf16 compute, fp32 gradient reduction and fp32 weights (the optimizer's master copy).
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else \
             MixedPrecisionPolicy()
+        where = CPUOffloadPolicy(pin_memory=device.type == "cuda") if offload else OffloadPolicy()
         for module in modules.values():
             for block in blocks(module):
-                fully_shard(block, mesh=mesh, mp_policy=policy)
-            fully_shard(module, mesh=mesh, mp_policy=policy)
+                fully_shard(block, mesh=mesh, mp_policy=policy, offload_policy=where)
+            fully_shard(module, mesh=mesh, mp_policy=policy, offload_policy=where)
             if hasattr(module, "velocity"):  # the objectives call it, not forward: it must gather too
                 register_fsdp_forward_method(module, "velocity")
         self.all = nn.ModuleDict(modules)  # one module over all, for the optimizer's state by parameter name

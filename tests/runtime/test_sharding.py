@@ -1,6 +1,8 @@
 """train.sharding: fsdp (torch's FSDP2 on gloo processes) against one unsharded process with the same global batch."""
 import json
+import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -45,6 +47,38 @@ def test_two_sharded_processes_give_the_weights_of_one_unsharded(tmp_path):
     assert_close(one, two)
     assert losses(one) == pytest.approx(losses(two), rel=1e-4, abs=1e-6)
     assert (two / "samples" / "step-00000020.png").exists()  # drawn by rank 0 from the gathered weights
+
+
+DPO_STAGE = """\
+  - name: dpo
+    kind: diffusion_dpo
+    from: pretrain
+    steps: 12
+    beta: 50
+    pairs: {kind: generated, num_pairs: 128, sampling_steps: 8, reward: {kind: toy2d_region, centers: [[1, 0]], radius: 0.3}}
+    optimizer: {lr: 3.0e-3}
+    train: {log_every: 1, sharding: fsdp, offload_frozen: OFFLOAD}
+"""
+
+
+@pytest.mark.slow  # two runs of a pretrain and a dpo stage, one on two processes: about a minute
+@pytest.mark.parametrize("offload", [False, True])
+def test_dpo_with_its_reference_sharded_gives_the_weights_of_one_unsharded_process(tmp_path, offload):
+    """The frozen reference is sharded beside the policy (its shards in CPU memory under offload_frozen): the
+    first loss is still log 2 (policy = reference) and the weights those of one unsharded process."""
+    text = ONE_STAGE_TOY + DPO_STAGE.replace("OFFLOAD", str(offload).lower())
+    run(tmp_path / "one", text, "--set", "stages.dpo.train.sharding=none", "--set", "stages.dpo.train.offload_frozen=false")
+    one = stage_dir(tmp_path / "one", "toy", "dpo")
+    shutil.copytree(tmp_path / "one", tmp_path / "two")  # the same pretrain and pairs; dpo trains again
+    shutil.rmtree(stage_dir(tmp_path / "two", "toy", "dpo"))
+    out = flowspec("run", "spec.yaml", "--nproc", "2", cwd=tmp_path / "two")
+    assert out.returncode == 0, out.stdout + out.stderr
+    said = "[dpo] reference: sharded over 2 processes" + (", its shards in CPU memory" if offload else "") + "\n"
+    assert said in out.stdout
+    two = stage_dir(tmp_path / "two", "toy", "dpo")
+    assert losses(two)[0] == pytest.approx(math.log(2), abs=1e-6)
+    assert_close(one, two)
+    assert losses(one) == pytest.approx(losses(two), rel=1e-4, abs=1e-6)
 
 
 def start_group(folder, *args: str) -> subprocess.Popen:
@@ -117,6 +151,32 @@ def test_sharding_a_stage_kind_it_does_not_run_yet_is_refused_at_the_key(tmp_pat
     out = flowspec("validate", "spec.yaml", cwd=tmp_path)
     assert out.returncode != 0
     assert "stages.fast.train.sharding: sharding fsdp does not run the progressive_distill stage kind yet" in out.stdout + out.stderr
+
+
+LORA = ", lora: {rank: 2, targets: all-linear}"
+
+
+@pytest.mark.parametrize("train,lora,said", [
+    ("{offload_frozen: true}", "", "offload_frozen keeps the frozen copy's shards in CPU memory: it needs "
+                                   "train.sharding: fsdp"),
+    ("{sharding: fsdp, offload_frozen: true}", LORA, "offload_frozen: the diffusion_dpo stage holds no "
+     "frozen copy of the model to offload (under lora its reference is the start with the adapter switched off)"),
+    ("{sharding: fsdp, offload_frozen: true}", ", reference: pretrain" + LORA, "offload_frozen: the "
+     "diffusion_dpo stage holds no frozen copy"),
+])
+def test_offload_frozen_without_sharding_or_a_frozen_copy_is_refused_at_the_key(tmp_path, train, lora, said):
+    from flowspec.compiler import SpecError, compile_spec
+
+    stage = (f"  - {{name: dpo, kind: diffusion_dpo, from: pretrain, steps: 20, beta: 50, train: {train}{lora}, "
+             "pairs: {kind: generated, num_pairs: 8, reward: {kind: toy2d_region, centers: [[1, 0]], radius: 0.3}}}\n")
+    with pytest.raises(SpecError) as caught:
+        compile_spec(str(write_spec(tmp_path, ONE_STAGE_TOY + stage)))
+    assert f"stages.dpo.train.offload_frozen: {said}" in str(caught.value)
+    # With a copy of its own (a reference other than the start) the same stage is accepted.
+    other = stage.replace("reference: pretrain, ", "").replace("from: pretrain,", "from: pretrain, reference: first,")
+    first = "  - {name: first, kind: finetune, from: pretrain, steps: 10}\n"
+    if "sharding" in train:
+        compile_spec(str(write_spec(tmp_path, ONE_STAGE_TOY + first + other)))
 
 
 def test_optimizer_state_keeps_its_order_through_names():
