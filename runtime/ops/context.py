@@ -42,6 +42,7 @@ class StageContext:
     reference_hash: str | None = None  # its fingerprint, pinned in every checkpoint
     teacher: Any = None  # load_teacher: the frozen teacher bundle (None: the start with LoRA switched off)
     teacher_hash: str | None = None  # its fingerprint, pinned in every checkpoint
+    frozen_shards: dict = field(default_factory=dict)  # train under fsdp: {role: the sharded frozen copy}
     pairs: Any = None  # pairs: Diffusion-DPO's preference pairs (runtime/data/pairs.py)
     discriminator: Any = None  # discriminator: ADD's heads on a frozen feature network (runtime/models/discriminator.py)
     coupling: Any = None  # generate_pairs: reflow's (noise, teacher sample) pairs (runtime/data/coupling.py)

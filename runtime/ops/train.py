@@ -30,6 +30,10 @@ def train(ctx: StageContext, params: dict) -> None:
         plain = ctx.trainer.unshard()
         ctx.bundle.denoiser = plain["denoiser"]
         ctx.bundle.text_encoder = plain.get("text_encoder", ctx.bundle.text_encoder)
+    for role, shards in ctx.frozen_shards.items():  # a distillation report samples the teacher on rank 0
+        for name, module in shards.plain().items():
+            setattr(getattr(ctx, role), name, module.to(ctx.device))
+    ctx.frozen_shards = {}
     if ctx.gold is not None:
         keep_best_by_gold(ctx)
     if ctx.dist.main:
@@ -85,7 +89,7 @@ def shard_frozen_copies(ctx: StageContext, bf16: bool) -> None:
         bundle = getattr(ctx, role, None)
         if bundle is None:
             continue
-        Shards(bundle.trainable_modules(), ctx.device, ctx.dist.world, bf16, offload)
+        ctx.frozen_shards[role] = Shards(bundle.trainable_modules(), ctx.device, ctx.dist.world, bf16, offload)
         if ctx.dist.main:
             print(f"[{ctx.label}] {role}: sharded over {ctx.dist.world} processes"
                   + (", its shards in CPU memory" if offload else ""), flush=True)

@@ -61,22 +61,43 @@ DPO_STAGE = """\
 """
 
 
-@pytest.mark.slow  # two runs of a pretrain and a dpo stage, one on two processes: about a minute
-@pytest.mark.parametrize("offload", [False, True])
-def test_dpo_with_its_reference_sharded_gives_the_weights_of_one_unsharded_process(tmp_path, offload):
-    """The frozen reference is sharded beside the policy (its shards in CPU memory under offload_frozen): the
-    first loss is still log 2 (policy = reference) and the weights those of one unsharded process."""
-    text = ONE_STAGE_TOY + DPO_STAGE.replace("OFFLOAD", str(offload).lower())
-    run(tmp_path / "one", text, "--set", "stages.dpo.train.sharding=none", "--set", "stages.dpo.train.offload_frozen=false")
-    one = stage_dir(tmp_path / "one", "toy", "dpo")
-    shutil.copytree(tmp_path / "one", tmp_path / "two")  # the same pretrain and pairs; dpo trains again
-    shutil.rmtree(stage_dir(tmp_path / "two", "toy", "dpo"))
+REFLOW_STAGE = """\
+  - name: reflow
+    kind: reflow
+    from: pretrain
+    steps: 12
+    num_pairs: 128
+    teacher_steps: 8
+    train: {samples: {num_steps: 2}, sharding: fsdp, offload_frozen: OFFLOAD}
+"""
+
+
+@pytest.mark.slow  # two runs of a pretrain and a second stage, one on two processes: about a minute
+@pytest.mark.parametrize("stage,offload", [("dpo", False), ("dpo", True), ("reflow", True)])
+def test_a_stage_with_its_frozen_copy_sharded_gives_the_weights_of_one_unsharded_process(tmp_path, stage, offload):
+    """DPO's reference or reflow's teacher is sharded beside the trained model (its shards in CPU memory under
+    offload_frozen): DPO's first loss is still log 2 (policy = reference), the weights are those of one unsharded
+    process, and reflow's teacher, gathered after training, samples in the distillation report as before."""
+    second = DPO_STAGE if stage == "dpo" else REFLOW_STAGE
+    text = ONE_STAGE_TOY + second.replace("OFFLOAD", str(offload).lower())
+    run(tmp_path / "one", text, "--set", f"stages.{stage}.train.sharding=none",
+        "--set", f"stages.{stage}.train.offload_frozen=false")
+    one = stage_dir(tmp_path / "one", "toy", stage)
+    shutil.copytree(tmp_path / "one", tmp_path / "two")  # the same pretrain and pairs; the stage trains again
+    shutil.rmtree(stage_dir(tmp_path / "two", "toy", stage))
     out = flowspec("run", "spec.yaml", "--nproc", "2", cwd=tmp_path / "two")
     assert out.returncode == 0, out.stdout + out.stderr
-    said = "[dpo] reference: sharded over 2 processes" + (", its shards in CPU memory" if offload else "") + "\n"
+    role = "reference" if stage == "dpo" else "teacher"
+    said = f"[{stage}] {role}: sharded over 2 processes" + (", its shards in CPU memory" if offload else "") + "\n"
     assert said in out.stdout
-    two = stage_dir(tmp_path / "two", "toy", "dpo")
-    assert losses(two)[0] == pytest.approx(math.log(2), abs=1e-6)
+    two = stage_dir(tmp_path / "two", "toy", stage)
+    if stage == "dpo":
+        assert losses(two)[0] == pytest.approx(math.log(2), abs=1e-6)
+    else:
+        rows = [json.loads((s / "distill_report.json").read_text())["rows"] for s in (one, two)]
+        teachers = [[{k: v for k, v in r.items() if k != "seconds_per_sample"} for r in found if r["model"] == "teacher"]
+                    for found in rows]
+        assert teachers[0] and teachers[0] == teachers[1]
     assert_close(one, two)
     assert losses(one) == pytest.approx(losses(two), rel=1e-4, abs=1e-6)
 
