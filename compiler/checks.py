@@ -81,7 +81,8 @@ def batch_arithmetic(spec: Spec) -> Iterator[Finding]:
 
 # The objectives train.sharding fsdp runs under (the others keep weight snapshots, rollout policies, gold
 # evaluations or discriminators, not yet made to work on shards).
-SHARDED_OBJECTIVES = ("flow_matching", "dreambooth", "diffusion_dpo", "reflow")
+SHARDED_OBJECTIVES = ("flow_matching", "dreambooth", "diffusion_dpo", "reflow", "progressive_distill",
+                      "consistency_distill")
 
 
 def has_frozen_copy(stage) -> bool:
@@ -102,7 +103,8 @@ def sharding(spec: Spec) -> Iterator[Finding]:
         where = ("stages", i, "train", "sharding")
         if stage.objective_name() not in SHARDED_OBJECTIVES:
             yield Finding(where, f"sharding fsdp does not run the {stage.kind} stage kind yet: it runs "
-                          "the pretrain, finetune, dreambooth, diffusion_dpo and reflow kinds (with or "
+                          "the pretrain, finetune, dreambooth, diffusion_dpo, reflow, progressive_distill and "
+                          "consistency_distill kinds (with or "
                           "without lora); use sharding: none")
         elif train.compile:
             yield Finding(where, "sharding fsdp with train.compile is not supported yet: set one of them off")

@@ -51,8 +51,9 @@ class Train(Block):
         "compute, fp32 reduction and weights under bf16 precision). Checkpoints are gathered: a stage resumes on any "
         "number of processes, sharded or not (the key is outside the stage's hash, like the process count). On one "
         "process nothing is sharded (warned). A frozen copy of the model beside the trained one (diffusion_dpo's "
-        "reference, reflow's teacher) is sharded too, never given optimizer state. Runs the pretrain, finetune, "
-        "dreambooth, diffusion_dpo and reflow kinds (LoRA included), not yet with train.compile or gold.")
+        "reference, a distillation stage's teacher) is sharded too, never given optimizer state. Runs the pretrain, "
+        "finetune, dreambooth, diffusion_dpo, reflow, progressive_distill and consistency_distill kinds (LoRA "
+        "included), not yet with train.compile or gold.")
     offload_frozen: bool = Field(
         False, description="Under sharding: fsdp, keep the frozen copy's shards (a reference or teacher) in CPU "
         "memory; each block is brought to the device for its forward only. Needs a frozen copy (under LoRA the "

@@ -21,7 +21,8 @@ from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore
 from .ema import EMA
 from .logs import MetricsLog, Progress
 from .optim import build_optimizer, build_scheduler
-from .sharding import full, shard
+from .sharding import full, shard, shard_like
+from .snapshot import WeightSnapshot
 
 
 class TrainingDiverged(RuntimeError):
@@ -101,8 +102,13 @@ class Trainer:
                  stop_requested: Callable[[], bool] = lambda: False):
         self.config, self.modules, self.objective = config, modules, objective
         self.hooks, self.dist, self.stop_requested = hooks or LoopHooks(), dist, stop_requested
-        # before the optimizer sees the parameters
-        self.shards = shard(modules, train_spec.sharding, dist, config.label, config.device, uses_bf16(config))
+        # before the optimizer sees the parameters; an objective's weight snapshot (buffers) then keeps shards
+        held = {name: m for name, m in modules.items() if next(m.parameters(), None) is not None}
+        self.shards = shard(held, train_spec.sharding, dist, config.label, config.device, uses_bf16(config))
+        if self.shards is not None:
+            for module in modules.values():
+                if isinstance(module, WeightSnapshot):
+                    module.bind()
         self.params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(optimizer_spec, param_groups(modules, getattr(objective, "learning_rates", dict)()),
                                          config.device)
@@ -120,6 +126,9 @@ class Trainer:
         """Everything an exact resume needs; with shards, gathered to rank 0 (every rank calls it)."""
         if self.shards is not None:
             modules, optimizer = self.shards.state(self.optimizer)
+            for name, module in self.unsharded().items():  # gathered like the shards (every rank, same order)
+                whole = {key: full(value).cpu() for key, value in module.state_dict().items()}
+                modules[name] = whole if self.dist.main else {}
         else:
             modules = {n: trained_state(m) for n, m in self.modules.items()}
             optimizer = self.optimizer.state_dict()
@@ -127,6 +136,10 @@ class Trainer:
                 **{f"frozen_{role}": getattr(self.config, f"frozen_{role}") for role, _, _ in PINNED},
                 "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema else None, "rng": capture_rng()}
+
+    def unsharded(self) -> dict[str, nn.Module]:
+        """Under sharding, the modules outside the shards: an objective's weight snapshots (shards held as buffers)."""
+        return {name: m for name, m in self.modules.items() if name not in self.shards.modules}
 
     def restore(self) -> bool:
         path = latest_checkpoint(self.config.run_dir)
@@ -142,6 +155,9 @@ class Trainer:
             check_trained_keys(module, state["modules"][name], path)
         if self.shards is not None:  # loaded by name into each rank's shards
             self.shards.load(self.optimizer, state["modules"], state["optimizer"])
+            for name, module in self.unsharded().items():
+                current = module.state_dict()
+                module.load_state_dict({k: shard_like(v, current[k]) for k, v in state["modules"][name].items()})
         else:
             for name, module in self.modules.items():
                 module.load_state_dict(state["modules"][name], strict=False)

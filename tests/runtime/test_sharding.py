@@ -72,25 +72,57 @@ REFLOW_STAGE = """\
 """
 
 
-@pytest.mark.slow  # two runs of a pretrain and a second stage, one on two processes: about a minute
-@pytest.mark.parametrize("stage,offload", [("dpo", False), ("dpo", True), ("reflow", True)])
-def test_a_stage_with_its_frozen_copy_sharded_gives_the_weights_of_one_unsharded_process(tmp_path, stage, offload):
-    """DPO's reference or reflow's teacher is sharded beside the trained model (its shards in CPU memory under
-    offload_frozen): DPO's first loss is still log 2 (policy = reference), the weights are those of one unsharded
-    process, and reflow's teacher, gathered after training, samples in the distillation report as before."""
-    second = DPO_STAGE if stage == "dpo" else REFLOW_STAGE
-    text = ONE_STAGE_TOY + second.replace("OFFLOAD", str(offload).lower())
+# Progressive distillation in two rounds: the second round's teacher is a snapshot of the student (shards too).
+PROGRESSIVE_STAGE = """\
+  - name: prog
+    kind: progressive_distill
+    from: pretrain
+    steps: 12
+    teacher_steps: 8
+    rounds: 2
+    train: {checkpoint: {every: 8}, samples: {num_steps: 2}, sharding: fsdp, offload_frozen: OFFLOAD}
+"""
+# Consistency distillation: its EMA target is a snapshot of the student too.
+CONSISTENCY_STAGE = """\
+  - name: lcm
+    kind: consistency_distill
+    from: pretrain
+    steps: 12
+    num_timesteps: 10
+    skip: 100
+    ema_decay: 0.9
+    train: {samples: {solver: consistency, num_steps: 2}, sharding: fsdp, offload_frozen: OFFLOAD}
+"""
+SECOND = {"dpo": (DPO_STAGE, "reference"), "reflow": (REFLOW_STAGE, "teacher"), "prog": (PROGRESSIVE_STAGE, "teacher"),
+          "lcm": (CONSISTENCY_STAGE, "teacher")}
+
+
+def second_stage(tmp_path, stage: str, offload: bool) -> tuple:
+    """A pretrain and `stage`, run on one unsharded process (folder `one`), and a copy of that folder where
+    `stage` is yet to run (`two`)."""
+    text = ONE_STAGE_TOY + SECOND[stage][0].replace("OFFLOAD", str(offload).lower())
     run(tmp_path / "one", text, "--set", f"stages.{stage}.train.sharding=none",
         "--set", f"stages.{stage}.train.offload_frozen=false")
-    one = stage_dir(tmp_path / "one", "toy", stage)
     shutil.copytree(tmp_path / "one", tmp_path / "two")  # the same pretrain and pairs; the stage trains again
     shutil.rmtree(stage_dir(tmp_path / "two", "toy", stage))
-    out = flowspec("run", "spec.yaml", "--nproc", "2", cwd=tmp_path / "two")
+    return stage_dir(tmp_path / "one", "toy", stage), tmp_path / "two"
+
+
+@pytest.mark.slow  # two runs of a pretrain and a second stage, one on two processes: about a minute
+@pytest.mark.parametrize("stage,offload", [("dpo", False), ("dpo", True), ("reflow", True), ("prog", False),
+                                           ("lcm", True)])
+def test_a_stage_with_its_frozen_copy_sharded_gives_the_weights_of_one_unsharded_process(tmp_path, stage, offload):
+    """DPO's reference or a distillation stage's teacher is sharded beside the trained model (its shards in CPU
+    memory under offload_frozen), the student's snapshots (progressive's round teacher, consistency's target)
+    hold shards: DPO's first loss is still log 2 (policy = reference), the weights are those of one unsharded
+    process, and the teacher, gathered after training, samples in the distillation report as before."""
+    one, folder = second_stage(tmp_path, stage, offload)
+    out = flowspec("run", "spec.yaml", "--nproc", "2", cwd=folder)
     assert out.returncode == 0, out.stdout + out.stderr
-    role = "reference" if stage == "dpo" else "teacher"
+    role = SECOND[stage][1]
     said = f"[{stage}] {role}: sharded over 2 processes" + (", its shards in CPU memory" if offload else "") + "\n"
     assert said in out.stdout
-    two = stage_dir(tmp_path / "two", "toy", stage)
+    two = stage_dir(folder, "toy", stage)
     if stage == "dpo":
         assert losses(two)[0] == pytest.approx(math.log(2), abs=1e-6)
     else:
@@ -102,18 +134,35 @@ def test_a_stage_with_its_frozen_copy_sharded_gives_the_weights_of_one_unsharded
     assert losses(one) == pytest.approx(losses(two), rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.slow  # three runs, two of them on two processes
+def test_a_sharded_progressive_stage_killed_in_its_second_round_resumes_bitwise(tmp_path):
+    """The round teacher (a snapshot of the student's shards) is gathered into the checkpoint and sharded again."""
+    _, plain = second_stage(tmp_path, "prog", False)
+    killed = tmp_path / "killed"
+    shutil.copytree(plain, killed)
+    out = flowspec("run", "spec.yaml", "--nproc", "2", cwd=plain)
+    assert out.returncode == 0, out.stdout + out.stderr
+    kill_group_after_checkpoint(killed, 8, "--nproc", "2", glob="runs/toy/prog-*")  # round 2 starts at step 6
+    out = flowspec("run", "spec.yaml", "--nproc", "2", cwd=killed)
+    assert out.returncode == 0 and "resumed from step 8" in out.stdout, out.stdout + out.stderr
+    a, b = weights(stage_dir(plain, "toy", "prog")), weights(stage_dir(killed, "toy", "prog"))
+    assert a.keys() == b.keys() and a
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
 def start_group(folder, *args: str) -> subprocess.Popen:
     """A run whose worker processes can be killed together (the launcher and its ranks share a session)."""
     return subprocess.Popen([sys.executable, "-m", "flowspec.cli", "run", "spec.yaml", *args], cwd=folder,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def kill_group_after_checkpoint(folder, step: int, *args: str) -> None:
+def kill_group_after_checkpoint(folder, step: int, *args: str, glob: str = "runs/toy/pretrain-*") -> None:
     proc = start_group(folder, *args)
     real_kill = os.kill
     try:  # kill_after_checkpoint SIGKILLs one pid: make it the whole session here
         os.kill = lambda pid, sig: os.killpg(pid, sig)
-        kill_after_checkpoint(proc, "runs/toy/pretrain-*", folder, step)
+        kill_after_checkpoint(proc, glob, folder, step)
     finally:
         os.kill = real_kill
 
@@ -166,12 +215,12 @@ def test_sharding_on_one_process_is_warned_and_trains_unsharded(tmp_path):
 
 
 def test_sharding_a_stage_kind_it_does_not_run_yet_is_refused_at_the_key(tmp_path):
-    text = ONE_STAGE_TOY + ("  - {name: fast, kind: progressive_distill, teacher: pretrain, steps: 4, "
+    text = ONE_STAGE_TOY + ("  - {name: fast, kind: adversarial_distill, teacher: pretrain, steps: 12, "
                             "train: {sharding: fsdp}}\n")
     write_spec(tmp_path, text)
     out = flowspec("validate", "spec.yaml", cwd=tmp_path)
     assert out.returncode != 0
-    assert "stages.fast.train.sharding: sharding fsdp does not run the progressive_distill stage kind yet" in out.stdout + out.stderr
+    assert "stages.fast.train.sharding: sharding fsdp does not run the adversarial_distill stage kind yet" in out.stdout + out.stderr
 
 
 LORA = ", lora: {rank: 2, targets: all-linear}"
