@@ -73,20 +73,34 @@ def test_plan_estimates_follow_their_formulas(root):
     assert lora.memory_gib < pretrain.memory_gib
 
 
+_MEASURED: dict = {}
+
+
+def first_stage(spec: str, *sets: str):
+    """(plan, estimate of its first stage), the model measured once per test session (the measure does not depend
+    on model.gradient_checkpointing, which the variants change)."""
+    from flowspec.runtime.estimate import _Measured, estimate_stage
+
+    plan = compile_spec(spec, None, list(sets))
+    key = plan.spec.model.model_copy(update={"gradient_checkpointing": False}).model_dump_json()
+    measured = _MEASURED.setdefault(key, _Measured(plan.spec.model))
+    return plan, estimate_stage(plan, plan.stages[0], measured)
+
+
 def test_memory_grows_with_micro_batch_and_shrinks_with_checkpointing(root):
     spec = str(root / "specs/sd3_like.yaml")
-    mem = lambda *sets: estimate_plan(compile_spec(spec, None, sets)).stage("pretrain").estimate.memory_gib
+    mem = lambda *sets: first_stage(spec, *sets)[1].memory_gib
     base = mem("model.gradient_checkpointing=false")
     assert mem("model.gradient_checkpointing=false", "train.micro_batch=16") > base
     assert mem("model.gradient_checkpointing=true") < base
-    notes = estimate_plan(compile_spec(spec, None, ["model.gradient_checkpointing=false"])).stage("pretrain").estimate.notes
+    notes = first_stage(spec, "model.gradient_checkpointing=false")[1].notes
     assert any("exceeds the 80 GiB of a h100" in n for n in notes)
 
 
 def test_checkpoint_interval_longer_than_the_time_limit_is_noted(root):
-    plan = estimate_plan(compile_spec(str(root / "specs/sdxl_like.yaml"), None,
-                                      ["executor.timeout_min=30", "train.checkpoint.every=100000"]))
-    assert any("longer than the 30 min time limit" in n for n in plan.stage("pretrain").estimate.notes)
+    _, estimate = first_stage(str(root / "specs/sdxl_like.yaml"), "executor.timeout_min=30",
+                              "train.checkpoint.every=100000")
+    assert any("longer than the 30 min time limit" in n for n in estimate.notes)
 
 
 def test_plan_text_shows_every_column(root):
@@ -145,15 +159,15 @@ def test_sharding_shares_the_states_over_the_devices_and_plan_says_which_fits(ro
 
 
 def test_auto_checkpointing_picks_the_fewest_blocks_that_fit_the_declared_device(root):
-    from flowspec.runtime.estimate import _Measured, footprint_of, peak_memory
+    from flowspec.runtime.estimate import footprint_of, peak_memory
     from flowspec.runtime.objectives import cost_of
 
     spec = str(root / "specs/sd3_like.yaml")
-    measured, seen = None, {}
+    seen = {}
     for gpu in ("rtx4090", "h100", "h200"):
-        plan = estimate_plan(compile_spec(spec, None, ["model.gradient_checkpointing=auto", f"executor.gpu={gpu}"]))
-        estimate, stage = plan.stage("pretrain").estimate, plan.spec.stages[0]
-        measured = measured or _Measured(plan.spec.model)
+        plan, estimate = first_stage(spec, "model.gradient_checkpointing=auto", f"executor.gpu={gpu}")
+        stage = plan.spec.stages[0]
+        measured = next(iter(_MEASURED.values()))
         footprint = footprint_of(stage, measured, estimate.params_trainable, cost_of(stage, str(root / "specs")))
         count, limit = len(footprint.activations.regions), ACCELERATORS[gpu].memory_gib
         memory = [peak_memory(stage, footprint, [], False, k) for k in range(count + 1)]
