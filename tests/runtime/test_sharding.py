@@ -223,15 +223,15 @@ def test_sharding_a_stage_kind_it_does_not_run_yet_is_refused_at_the_key(tmp_pat
     assert "stages.fast.train.sharding: sharding fsdp does not run the adversarial_distill stage kind yet" in out.stdout + out.stderr
 
 
-LORA = ", lora: {rank: 2, targets: all-linear}"
+DPO_LORA = ", lora: {rank: 2, targets: all-linear}"
 
 
 @pytest.mark.parametrize("train,lora,said", [
     ("{offload_frozen: true}", "", "offload_frozen keeps the frozen copy's shards in CPU memory: it needs "
                                    "train.sharding: fsdp"),
-    ("{sharding: fsdp, offload_frozen: true}", LORA, "offload_frozen: the diffusion_dpo stage holds no "
+    ("{sharding: fsdp, offload_frozen: true}", DPO_LORA, "offload_frozen: the diffusion_dpo stage holds no "
      "frozen copy of the model to offload (under lora its reference is the start with the adapter switched off)"),
-    ("{sharding: fsdp, offload_frozen: true}", ", reference: pretrain" + LORA, "offload_frozen: the "
+    ("{sharding: fsdp, offload_frozen: true}", ", reference: pretrain" + DPO_LORA, "offload_frozen: the "
      "diffusion_dpo stage holds no frozen copy"),
 ])
 def test_offload_frozen_without_sharding_or_a_frozen_copy_is_refused_at_the_key(tmp_path, train, lora, said):
