@@ -16,16 +16,16 @@ from ..train.speed import regions
 
 def enable_checkpointing(net: nn.Module, names: tuple[str, ...] | None) -> None:
     """Checkpoint every block of `net` (names None) or those inside the regions `names`."""
-    every = [name for name, _ in regions(net)]
-    if names is None or (every and set(every) <= set(names)):
+    found = dict(regions(net))
+    if names is None or (found and set(found) <= set(names)):
         net.enable_gradient_checkpointing()
         return
     if not names:
         return
-    unknown = set(names) - set(every)
+    unknown = set(names) - set(found)
     if unknown:
-        raise ValueError(f"no region {sorted(unknown)} in the denoiser (its regions: {every})")
-    chosen = {id(m) for name, region in regions(net) if name in names for m in region.modules()}
+        raise ValueError(f"no region {sorted(unknown)} in the denoiser (its regions: {list(found)})")
+    chosen = {id(m) for name in names for m in found[name].modules()}
 
     def recompute_chosen(block, *args, **kwargs):
         if id(block) in chosen:

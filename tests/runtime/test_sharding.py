@@ -38,6 +38,13 @@ def assert_close(one, two) -> None:
     assert worst < 2e-4, worst  # the DDP test's bound: float32 reassociation of the gradient sums
 
 
+def assert_bitwise(one, two) -> None:
+    a, b = weights(one), weights(two)
+    assert a.keys() == b.keys() and a
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
 @pytest.mark.slow  # a training run or two: the default run stays under 20 minutes
 def test_two_sharded_processes_give_the_weights_of_one_unsharded(tmp_path):
     run(tmp_path / "one", TOY_SHARDED, "--set", UNSHARDED)
@@ -145,10 +152,7 @@ def test_a_sharded_progressive_stage_killed_in_its_second_round_resumes_bitwise(
     kill_group_after_checkpoint(killed, 8, "--nproc", "2", glob="runs/toy/prog-*")  # round 2 starts at step 6
     out = flowspec("run", "spec.yaml", "--nproc", "2", cwd=killed)
     assert out.returncode == 0 and "resumed from step 8" in out.stdout, out.stdout + out.stderr
-    a, b = weights(stage_dir(plain, "toy", "prog")), weights(stage_dir(killed, "toy", "prog"))
-    assert a.keys() == b.keys() and a
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_bitwise(stage_dir(plain, "toy", "prog"), stage_dir(killed, "toy", "prog"))
 
 
 def start_group(folder, *args: str) -> subprocess.Popen:
@@ -177,10 +181,7 @@ def test_a_sharded_run_killed_after_a_checkpoint_resumes_bitwise(tmp_path):
     kill_group_after_checkpoint(killed, 30, "--nproc", "2")
     out = flowspec("run", "spec.yaml", "--nproc", "2", cwd=killed)
     assert out.returncode == 0 and "resumed from step" in out.stdout, out.stdout + out.stderr
-    a, b = weights(stage_dir(plain, "toy", "pretrain")), weights(stage_dir(killed, "toy", "pretrain"))
-    assert a.keys() == b.keys() and a
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_bitwise(stage_dir(plain, "toy", "pretrain"), stage_dir(killed, "toy", "pretrain"))
 
 
 @pytest.mark.slow  # 4 processes on the 2 cores of CI: 80 s
