@@ -97,7 +97,7 @@ def sharding(spec: Spec) -> Iterator[Finding]:
     for i, stage in enumerate(spec.stages):
         train = stage.train
         if train.offload_frozen:
-            yield from offload(stage, i)
+            yield from offload(stage, spec.model, i)
         if train.sharding != "fsdp":
             continue
         where = ("stages", i, "train", "sharding")
@@ -113,15 +113,20 @@ def sharding(spec: Spec) -> Iterator[Finding]:
                           "sharding: none")
 
 
-def offload(stage, i: int) -> Iterator[Finding]:
-    where = ("stages", i, "train", "offload_frozen")
-    if not has_frozen_copy(stage):
-        yield Finding(where, f"offload_frozen: the {stage.kind} stage holds no frozen copy of the model to offload"
-                      + (" (under lora its reference is the start with the adapter switched off)"
-                         if stage.lora is not None and "reference" in stage.refs() else "") + "; remove it")
-    elif stage.train.sharding != "fsdp":
-        yield Finding(where, "offload_frozen keeps the frozen copy's shards in CPU memory: it needs train.sharding: "
-                      "fsdp")
+def frozen_encoders(model) -> list[str]:
+    """The model's frozen encoders that offload_frozen keeps in CPU memory (a builtin text encoder trains)."""
+    text = None if model.kind == "dit" and model.conditioning == "class" else model.text_encoder
+    found = ["a pretrained text encoder"] if text is not None and text.kind != "builtin" else []
+    return found + (["the VAE"] if model.latent.kind == "vae" else [])
+
+
+def offload(stage, model, i: int) -> Iterator[Finding]:
+    if not has_frozen_copy(stage) and not frozen_encoders(model):
+        yield Finding(("stages", i, "train", "offload_frozen"),
+                      f"offload_frozen: the {stage.kind} stage holds no frozen module to offload: no frozen copy of "
+                      "the model" + (" (under lora its reference is the start with the adapter switched off)"
+                                     if stage.lora is not None and "reference" in stage.refs() else "")
+                      + ", no pretrained text encoder, no VAE (pixel space); remove it")
 
 
 @check

@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..compiler.checks import SHARDED_OBJECTIVES
 from ..compiler.plan import Estimate, Plan, StagePlan
 from ..schemas.hardware import ACCELERATORS
-from .models.build import build_denoiser, build_vae, example_inputs
+from .models.build import build_denoiser, example_inputs, frozen_encoder_params
 from .train.sharding import blocks
 from .train.speed import regions
 from .data.sources import DataError
@@ -75,6 +75,7 @@ class Footprint:
     unblocked: int = 0  # parameters outside those blocks (the root's: whole through the step under fsdp)
     frozen_fields: tuple[str, ...] = ()  # the stage's frozen copies of the model
     trained_copies: int = 0  # a second trained model (DMD's fake score)
+    encoders: tuple[int, ...] = ()  # parameters of each frozen encoder (a pretrained text encoder, the VAE)
 
 
 class _Measured:
@@ -88,6 +89,7 @@ class _Measured:
         sizes = [count_params(block) for block in blocks(self.model)]
         self.largest_block, self.unblocked = max(sizes, default=0), self.total - sum(sizes)
         self.text_params = _trained_text_encoder_params(model_spec)
+        self.encoders = frozen_encoder_params(model_spec)
         self.factor = model_spec.latent.factor() if model_spec.latent.kind == "vae" else 1
         self._costs: dict[int, ForwardCost] = {}
 
@@ -276,9 +278,9 @@ def estimate_stage(plan: Plan, stage_plan: StagePlan, measured: _Measured | None
     _check_time_limit(stage, step_seconds, notes)
     if measured.text_params:
         notes.append(f"parameters include the builtin text encoder's {measured.text_params:,}")
-    vae = build_vae(spec.model.latent, device="meta")
-    if vae is not None:
-        notes.append(f"frozen VAE: {count_params(vae):,} parameters")
+    if measured.encoders:
+        notes.append("frozen " + ", ".join(f"{name}: {n:,} parameters" for name, n in measured.encoders.items())
+                     + (" (in CPU memory: train.offload_frozen)" if stage.train.offload_frozen else ""))
     return Estimate(params_total=total, params_trainable=trainable, train_flops=flops, memory_gib=memory,
                     gpu_hours=seconds * devices / 3600, accelerator=executor.gpu, devices=devices,
                     step_seconds=step_seconds, params_text_encoder=measured.text_params, notes=tuple(notes),
@@ -289,7 +291,7 @@ def footprint_of(stage, measured: _Measured, trainable: int, cost) -> Footprint:
     costliest = max((measured.cost(p.resolution) for p in stage.data.curriculum), key=lambda c: c.saved_bytes)
     return Footprint(measured.total + measured.text_params, trainable, costliest, stage.executor.num_devices(),
                      measured.largest_block, measured.unblocked + measured.text_params, cost.frozen_copies,
-                     cost.trained_copies)
+                     cost.trained_copies, tuple(measured.encoders.values()))
 
 
 def teacher_note(stage, cost, flops: float, measured) -> str:
@@ -364,19 +366,30 @@ def peak_memory(stage, footprint: Footprint, notes, sharded: bool = False, check
     if sharded:  # a 1/devices share of all that; whole, in the compute precision: the root's own parameters
         # through the step, and the block computing with the next one (all-gathered ahead)
         states = states / f.devices + (f.unblocked + 2 * f.largest_block) * (2 if bf16 else 4)
-    # A teacher or reference that is the starting point costs no copy under LoRA: disabling the adapter recovers it.
-    refs = stage.refs()
-    frozen_copies = sum(1 for n in f.frozen_fields if stage.lora is None or refs.get(n, stage.from_) != stage.from_)
-    copy = (2 if bf16 else 4) * f.total
-    if sharded:  # sharded like the trained model (in CPU memory under offload_frozen), whole while it runs
-        copy = (0 if train.offload_frozen else copy / f.devices) + (f.unblocked + 2 * f.largest_block) * (2 if bf16 else 4)
-    states += frozen_copies * copy
-    if frozen_copies:
-        notes.append(f"memory includes {frozen_copies} frozen copy of the model (teacher/reference)")
+    states += frozen_bytes(stage, f, sharded, bf16, notes)
     states += f.trained_copies * (4 + ADAM_BYTES + 4) * f.total
     if f.trained_copies:
         notes.append(f"memory includes {f.trained_copies} trained copy of the model (with its optimizer state)")
     return (states + activations) * 1.1 / GIB  # 10% for the allocator and workspace
+
+
+def frozen_bytes(stage, f: Footprint, sharded: bool, bf16: bool, notes) -> float:
+    """The frozen encoders (fp32) and copies of the model (teacher / reference, in the compute precision) on the
+    device. Under offload_frozen each is there only while it runs: the largest of them is counted once (sharded
+    copies keep their shards in CPU memory and gather one block ahead, as the trained model)."""
+    # A teacher or reference that is the starting point costs no copy under LoRA: disabling the adapter recovers it.
+    refs = stage.refs()
+    frozen_copies = sum(1 for n in f.frozen_fields if stage.lora is None or refs.get(n, stage.from_) != stage.from_)
+    if frozen_copies:
+        notes.append(f"memory includes {frozen_copies} frozen copy of the model (teacher/reference)")
+    copy = (2 if bf16 else 4) * f.total
+    encoders = [4 * n for n in f.encoders]
+    gathered = (f.unblocked + 2 * f.largest_block) * (2 if bf16 else 4)  # a sharded copy's whole blocks
+    if not stage.train.offload_frozen:
+        return sum(encoders) + frozen_copies * ((copy / f.devices + gathered) if sharded else copy)
+    if sharded:
+        return max(encoders, default=0) + frozen_copies * gathered
+    return max(encoders + [copy] * frozen_copies, default=0)
 
 
 def _check_time_limit(stage, step_seconds: float, notes) -> None:

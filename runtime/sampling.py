@@ -9,6 +9,7 @@ import torch
 from ..schemas.buckets import bucket_sides
 from .core import cfg_velocity, sample_ode, shift_from_spec
 from .models.bundle import ModelBundle
+from .models.offload import execution_device
 from .models.conditioning import empty_condition, make_condition
 
 
@@ -71,7 +72,7 @@ def guided_velocity(bundle: ModelBundle, captions: list[str], labels: torch.Tens
 @torch.no_grad()
 def generate(bundle: ModelBundle, timesteps_block, request: SampleRequest) -> np.ndarray:
     """uint8 images (N, H, W, 3), or float points (N, 2) for the MLP; N = prompts x per_prompt, prompt-major."""
-    device = next(bundle.denoiser.parameters()).device
+    device = execution_device(bundle.denoiser)
     toy = bundle.denoiser.spec.kind == "mlp"
     captions = [p for p in request.prompts for _ in range(request.per_prompt)]
     n = len(captions)

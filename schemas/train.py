@@ -55,9 +55,11 @@ class Train(Block):
         "finetune, dreambooth, diffusion_dpo, reflow, progressive_distill and consistency_distill kinds (LoRA "
         "included), not yet with train.compile or gold.")
     offload_frozen: bool = Field(
-        False, description="Under sharding: fsdp, keep the frozen copy's shards (a reference or teacher) in CPU "
-        "memory; each block is brought to the device for its forward only. Needs a frozen copy (under LoRA the "
-        "start with its adapter off is none). Outside the stage's hash.")
+        False, description="Keep the stage's frozen modules in CPU memory, each brought to the device only while it "
+        "runs: a pretrained text encoder (CLIP, T5, MiniLM) and the VAE when they encode or decode, a reference or "
+        "teacher for its forward (under sharding: fsdp its shards, block by block). Slower (weights cross the bus "
+        "at each use), less device memory: `plan` counts the largest of them once. Needs a frozen module (a pixel-"
+        "space model with a builtin text encoder under LoRA has none). Outside the stage's hash.")
     cfg_dropout: Probability = Field(0.1, description="Probability of dropping the condition (for classifier-free guidance).")
     checkpoint: Checkpoint = Field(default_factory=dict, validate_default=True, description="Checkpoint cadence.")
     samples: Samples = Field(default_factory=dict, validate_default=True, description="Sample grids during and after training.")

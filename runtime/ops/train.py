@@ -76,6 +76,8 @@ def build_trainer(ctx: StageContext, params: dict) -> Trainer:
                       ctx.stop_requested)
     if trainer.shards is not None:
         shard_frozen_copies(ctx, uses_bf16(trainer.config))
+    if ctx.stage.train.offload_frozen:
+        offload_frozen(ctx, sharded=trainer.shards is not None)
     return trainer
 
 
@@ -93,6 +95,34 @@ def shard_frozen_copies(ctx: StageContext, bf16: bool) -> None:
         if ctx.dist.main:
             print(f"[{ctx.label}] {role}: sharded over {ctx.dist.world} processes"
                   + (", its shards in CPU memory" if offload else ""), flush=True)
+
+
+def offload_frozen(ctx: StageContext, sharded: bool) -> None:
+    """train.offload_frozen: the frozen encoders (a pretrained text encoder, the VAE) and, when not sharded (fsdp
+    offloads their shards), the reference or teacher stay in CPU memory, on the device only while they run."""
+    from ..models.latent import VAECodec
+    from ..models.offload import offload_calls
+    from ..models.text import PretrainedTextEncoder
+
+    moved: dict[int, str] = {}
+    copies = [] if sharded else [(r, getattr(ctx, r)) for r in ("reference", "teacher") if getattr(ctx, r) is not None]
+    for role, bundle in [("model", ctx.bundle), *copies]:
+        encoder, codec = bundle.text_encoder, bundle.codec
+        if isinstance(encoder, PretrainedTextEncoder) and id(encoder) not in moved:
+            moved[id(encoder)] = "the text encoder"
+            offload_calls(encoder, ctx.device, methods=("encode",))
+        if isinstance(codec, VAECodec) and id(codec) not in moved:
+            moved[id(codec)] = "the VAE"
+            offload_calls(codec.vae, ctx.device, methods=("encode", "decode"))
+        if role != "model":  # a frozen copy: its denoiser (and its own copy of a trained text encoder)
+            moved[id(bundle.denoiser)] = f"the {role}"
+            offload_calls(bundle.denoiser, ctx.device, methods=("velocity",))
+            if bundle.text_encoder is not None and id(bundle.text_encoder) not in moved:
+                moved[id(bundle.text_encoder)] = f"the {role}'s text encoder"
+                offload_calls(bundle.text_encoder, ctx.device)
+    if ctx.dist.main and moved:
+        print(f"[{ctx.label}] offload_frozen: {', '.join(moved.values())} in CPU memory, on the device only while "
+              "they run", flush=True)
 
 
 def keep_best_by_gold(ctx: StageContext) -> None:

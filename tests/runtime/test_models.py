@@ -5,7 +5,7 @@ import torch
 from pydantic import TypeAdapter
 
 from flowspec.runtime.models.adapters import Condition
-from flowspec.runtime.models.build import denoiser_class
+from flowspec.runtime.models.build import denoiser_class, frozen_encoder_params
 from flowspec.runtime.models.bundle import build_bundle, export_bundle, load_exported
 from flowspec.runtime.models.conditioning import empty_condition, make_condition
 from flowspec.runtime.models.latent import generator_noise
@@ -138,6 +138,10 @@ def test_local_clip_and_t5_folders(kind, tmp_path):
     assert cond.text.states.shape == (2, 8, 32) and cond.text.pooled.shape == (2, 32)
     assert not torch.equal(cond.text.pooled[0], cond.text.pooled[1])
     assert bundle.denoiser.velocity(x, torch.rand(2), cond).shape == x.shape
+    # the plan counts the frozen encoders from their configs on the meta device
+    count = lambda module: sum(p.numel() for p in module.parameters())
+    assert frozen_encoder_params(spec) == {"VAE": count(bundle.codec.vae),
+                                           f"{kind} text encoder": count(bundle.text_encoder.model)}
 
 
 def test_minilm_from_its_wheel_gives_real_sentence_embeddings():
@@ -157,6 +161,8 @@ def test_local_vae_folder_and_codec_round_trip_shapes(tmp_path):
     spec = MODEL.validate_python({"kind": "mmdit", "latent": {"kind": "vae", "path": str(tmp_path / "vae")}})
     codec = build_bundle(spec, seed=0).codec
     assert codec.factor == 4
+    # the plan reads the folder's shape, not the default preset's (tiny)
+    assert frozen_encoder_params(spec)["VAE"] == sum(p.numel() for p in codec.vae.parameters())
     z = codec.encode(torch.rand(2, 3, 32, 48) * 2 - 1, generator_noise(torch.Generator().manual_seed(0)))
     assert z.shape == (2, 4, 8, 12)
     assert codec.decode(z).shape == (2, 3, 32, 48)

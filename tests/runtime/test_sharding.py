@@ -228,14 +228,13 @@ DPO_LORA = ", lora: {rank: 2, targets: all-linear}"
 
 
 @pytest.mark.parametrize("train,lora,said", [
-    ("{offload_frozen: true}", "", "offload_frozen keeps the frozen copy's shards in CPU memory: it needs "
-                                   "train.sharding: fsdp"),
     ("{sharding: fsdp, offload_frozen: true}", DPO_LORA, "offload_frozen: the diffusion_dpo stage holds no "
-     "frozen copy of the model to offload (under lora its reference is the start with the adapter switched off)"),
-    ("{sharding: fsdp, offload_frozen: true}", ", reference: pretrain" + DPO_LORA, "offload_frozen: the "
-     "diffusion_dpo stage holds no frozen copy"),
+     "frozen module to offload: no frozen copy of the model (under lora its reference is the start with the adapter "
+     "switched off), no pretrained text encoder, no VAE (pixel space); remove it"),
+    ("{offload_frozen: true}", ", reference: pretrain" + DPO_LORA, "offload_frozen: the "
+     "diffusion_dpo stage holds no frozen module"),
 ])
-def test_offload_frozen_without_sharding_or_a_frozen_copy_is_refused_at_the_key(tmp_path, train, lora, said):
+def test_offload_frozen_without_a_frozen_module_is_refused_at_the_key(tmp_path, train, lora, said):
     from flowspec.compiler import SpecError, compile_spec
 
     stage = (f"  - {{name: dpo, kind: diffusion_dpo, from: pretrain, steps: 20, beta: 50, train: {train}{lora}, "
@@ -243,11 +242,10 @@ def test_offload_frozen_without_sharding_or_a_frozen_copy_is_refused_at_the_key(
     with pytest.raises(SpecError) as caught:
         compile_spec(str(write_spec(tmp_path, ONE_STAGE_TOY + stage)))
     assert f"stages.dpo.train.offload_frozen: {said}" in str(caught.value)
-    # With a copy of its own (a reference other than the start) the same stage is accepted.
+    # With a copy of its own (a reference other than the start) the same stage is accepted, sharded or not.
     other = stage.replace("reference: pretrain, ", "").replace("from: pretrain,", "from: pretrain, reference: first,")
     first = "  - {name: first, kind: finetune, from: pretrain, steps: 10}\n"
-    if "sharding" in train:
-        compile_spec(str(write_spec(tmp_path, ONE_STAGE_TOY + first + other)))
+    compile_spec(str(write_spec(tmp_path, ONE_STAGE_TOY + first + other)))
 
 
 def test_optimizer_state_keeps_its_order_through_names():
