@@ -62,6 +62,7 @@ class FlowGRPO(Objective):
         self.sigmas = grid_for(ctx.bundle, stage.timesteps, stage.sampling_steps, self.height, self.width).tolist()
         self.trained = int(stage.timestep_fraction * stage.sampling_steps)
         self.reference = self.reference_bundle() if stage.kl_beta > 0 else None
+        ctx.reference = self.reference  # sharded or offloaded beside the policy, as a loaded reference is
         if stage.kl_beta > 0:  # pinned in every checkpoint: a resume never moves the reference
             ctx.reference_hash = ctx.base_hash if self.reference is None else fingerprint(self.reference)
         trainable = ctx.bundle.trainable_modules()
@@ -197,4 +198,4 @@ class FlowGRPO(Objective):
         reference = trained if stage.kl_beta > 0 else 0  # one reference forward per trained step for the KL
         rollout = stage.sampling_steps / stage.inner_epochs  # a batch of rollouts serves inner_epochs steps
         return Cost(forwards_per_sample=cfg * (rollout + trained * TRAIN_PASSES + reference),
-                    frozen_copies=("reference",))
+                    frozen_copies=("reference",) if stage.kl_beta > 0 else ())

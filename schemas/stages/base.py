@@ -77,6 +77,12 @@ class StageBase(Block):
         refs = {"from": self.from_, **{f: getattr(self, f) or self.from_ for f in self.reads}}
         return {k: v for k, v in refs.items() if v is not None}
 
+    def holds_frozen_copy(self) -> bool:
+        """A reference or teacher held beside the trained model (under LoRA, the start with its adapter switched
+        off is the same model: no copy)."""
+        refs = self.refs()
+        return any(self.lora is None or refs[r] != self.from_ for r in ("reference", "teacher") if r in refs)
+
     def upstream(self) -> dict[str, str]:
         """{field: stage name} of the earlier stages this one loads (paths are not stages)."""
         return {k: v for k, v in self.refs().items() if "/" not in v}

@@ -121,6 +121,10 @@ class FlowGRPO(StageBase):
         yield OpSpec("reward", {"reward": self.reward.kind}, ("reward",))
         yield from gold_ops(self)
 
+    def holds_frozen_copy(self) -> bool:
+        """Its reference (for the KL) is a frozen copy of the start, unless LoRA switches the adapter off instead."""
+        return self.kl_beta > 0 and self.lora is None
+
     def findings(self, spec) -> Iterator[Note]:
         yield from super().findings(spec)
         yield from reward_notes(self.reward, self.data, ("reward",))

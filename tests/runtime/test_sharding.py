@@ -100,7 +100,19 @@ CONSISTENCY_STAGE = """\
     ema_decay: 0.9
     train: {samples: {solver: consistency, num_steps: 2}, sharding: fsdp, offload_frozen: OFFLOAD}
 """
-SECOND = {"dpo": (DPO_STAGE, "reference"), "reflow": (REFLOW_STAGE, "teacher"), "prog": (PROGRESSIVE_STAGE, "teacher"),
+# The preference kinds that sample from the policy: reward feedback through the last steps, and Flow-GRPO with
+# its rollouts, its old policy (2 inner epochs) and its reference (a frozen copy: kl_beta > 0, no LoRA).
+REWARD_FEEDBACK_STAGE = """\
+  - {name: rf, kind: reward_feedback, from: pretrain, steps: 10, sampling_steps: 8, grad_steps: [5, 7],
+     pretrain_loss_weight: 0.5, reward: {kind: toy2d_region, centers: [[1, 0]], radius: 0.3},
+     train: {log_every: 1, sharding: fsdp, offload_frozen: OFFLOAD}}
+"""
+GRPO_STAGE = """\
+  - {name: grpo, kind: flow_grpo, from: pretrain, steps: 10, group_size: 16, sampling_steps: 8, eval_steps: 8,
+     cfg_scale: 1.0, kl_beta: 0.01, inner_epochs: 2, reward: {kind: toy2d_region, centers: [[1, 0]], radius: 0.3},
+     train: {log_every: 1, micro_batch: 8, sharding: fsdp, offload_frozen: OFFLOAD}}
+"""
+SECOND = {"rf": (REWARD_FEEDBACK_STAGE, None), "grpo": (GRPO_STAGE, "reference"), "dpo": (DPO_STAGE, "reference"), "reflow": (REFLOW_STAGE, "teacher"), "prog": (PROGRESSIVE_STAGE, "teacher"),
           "lcm": (CONSISTENCY_STAGE, "teacher")}
 
 
@@ -137,6 +149,22 @@ def test_a_stage_with_its_frozen_copy_sharded_gives_the_weights_of_one_unsharded
         teachers = [[{k: v for k, v in r.items() if k != "seconds_per_sample"} for r in found if r["model"] == "teacher"]
                     for found in rows]
         assert teachers[0] and teachers[0] == teachers[1]
+    assert_close(one, two)
+    assert losses(one) == pytest.approx(losses(two), rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.slow  # two runs of a pretrain and a second stage, one on two processes
+@pytest.mark.parametrize("stage", ["rf", "grpo"])
+def test_the_preference_kinds_that_sample_the_policy_give_the_weights_of_one_unsharded_process(tmp_path, stage):
+    """Reward feedback and Flow-GRPO sample from the sharded policy (every rank gathers each block in turn);
+    Flow-GRPO's reference, a frozen copy of the start, is sharded with its shards in CPU memory."""
+    one, folder = second_stage(tmp_path, stage, offload=stage == "grpo")
+    out = flowspec("run", "spec.yaml", "--nproc", "2", cwd=folder)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "x 2 processes" in out.stdout
+    if stage == "grpo":
+        assert "[grpo] reference: sharded over 2 processes, its shards in CPU memory\n" in out.stdout
+    two = stage_dir(folder, "toy", stage)
     assert_close(one, two)
     assert losses(one) == pytest.approx(losses(two), rel=1e-4, abs=1e-6)
 
@@ -225,6 +253,21 @@ def test_sharding_a_stage_kind_it_does_not_run_yet_is_refused_at_the_key(tmp_pat
 
 
 DPO_LORA = ", lora: {rank: 2, targets: all-linear}"
+
+
+@pytest.mark.parametrize("extra,refused", [("kl_beta: 0.01", False), ("kl_beta: 0.0", True),
+                                            ("kl_beta: 0.01, lora: {rank: 2, targets: all-linear}", True)])
+def test_flow_grpo_holds_a_frozen_reference_only_for_its_kl_and_without_lora(tmp_path, extra, refused):
+    from flowspec.compiler import SpecError, compile_spec
+
+    stage = GRPO_STAGE.replace("kl_beta: 0.01", extra).replace("OFFLOAD", "true")
+    path = str(write_spec(tmp_path, ONE_STAGE_TOY + stage))
+    if not refused:
+        compile_spec(path)
+        return
+    with pytest.raises(SpecError) as caught:
+        compile_spec(path)
+    assert "stages.grpo.train.offload_frozen: offload_frozen: the flow_grpo stage holds no frozen module" in str(caught.value)
 
 
 @pytest.mark.parametrize("train,lora,said", [
