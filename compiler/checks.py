@@ -79,11 +79,11 @@ def batch_arithmetic(spec: Spec) -> Iterator[Finding]:
             yield Finding(("stages", i, "train", exc.key), str(exc) + origin)
 
 
-# The objectives train.sharding fsdp runs under. Not yet: ADD's and DMD's GAN terms call their trained heads
-# through torch.func.functional_call on detached weights, which FSDP's gathered parameters do not go through, and
-# DMD's fake score nests its denoiser; gold evaluations sample on rank 0 alone.
+# The objectives train.sharding fsdp runs under. Not yet: DMD (its fake score nests a denoiser and its GAN term
+# calls it through torch.func.functional_call on detached weights, which FSDP's gathered parameters do not go
+# through); gold evaluations sample on rank 0 alone.
 SHARDED_OBJECTIVES = ("flow_matching", "dreambooth", "diffusion_dpo", "reflow", "progressive_distill",
-                      "consistency_distill", "reward_feedback", "flow_grpo")
+                      "consistency_distill", "reward_feedback", "flow_grpo", "adversarial_distill")
 
 
 @check
@@ -98,8 +98,8 @@ def sharding(spec: Spec) -> Iterator[Finding]:
         if stage.objective_name() not in SHARDED_OBJECTIVES:
             yield Finding(where, f"sharding fsdp does not run the {stage.kind} stage kind yet: it runs "
                           "the pretrain, finetune, dreambooth, reward_feedback, flow_grpo, diffusion_dpo, reflow, "
-                          "progressive_distill and consistency_distill kinds (with or without lora); use sharding: "
-                          "none")
+                          "progressive_distill, consistency_distill and adversarial_distill kinds (with or without "
+                          "lora); use sharding: none")
         elif train.compile:
             yield Finding(where, "sharding fsdp with train.compile is not supported yet: set one of them off")
         elif getattr(stage, "gold", None) is not None:

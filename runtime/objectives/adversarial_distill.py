@@ -25,6 +25,9 @@ class AdversarialDistill(DistillObjective):
         self.discriminator = ctx.discriminator
         self.levels = torch.tensor(self.stage.student_timesteps, dtype=torch.float32)
 
+    # Under sharding: fsdp the discriminator stays whole on every rank (runtime/train/sharding.py).
+    replicated = ("discriminator",)
+
     def modules(self) -> dict:
         return {"discriminator": self.discriminator}
 

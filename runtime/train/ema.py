@@ -5,6 +5,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from .sharding import full, shard_like
 
@@ -21,8 +22,10 @@ class EMA:
         # lists stay valid across load_state_dict).
         pairs = [(self.shadow[name][k], p.detach()) for name, m in modules.items()
                  for k, p in m.named_parameters() if k in self.shadow[name]]
-        self._shadows, self._params = [s for s, _ in pairs], [p for _, p in pairs]
-        self._cast = any(p.dtype != torch.float32 for p in self._params)
+        # Sharded and whole tensors in separate lists (a multi-tensor kernel takes one kind; fsdp replicates some).
+        kinds = [[(s, p) for s, p in pairs if isinstance(p, DTensor) == sharded] for sharded in (False, True)]
+        self._lists = [([s for s, _ in kind], [p for _, p in kind]) for kind in kinds if kind]
+        self._cast = any(p.dtype != torch.float32 for _, p in pairs)
         self.whole: dict | None = None  # sharded weights (train.sharding): the shadow's whole tensors, while gathered
 
     def decay_at(self, step: int) -> float:
@@ -36,12 +39,10 @@ class EMA:
         if step % self.every:
             return
         d = self.decay_at(step)
-        if not self._shadows:
-            return
         # The same arithmetic as shadow.mul_(d).add_(param, alpha=1 - d), one kernel per list on a GPU.
-        torch._foreach_mul_(self._shadows, d)
-        params = [p.float() for p in self._params] if self._cast else self._params
-        torch._foreach_add_(self._shadows, params, alpha=1.0 - d)
+        for shadows, params in self._lists:
+            torch._foreach_mul_(shadows, d)
+            torch._foreach_add_(shadows, [p.float() for p in params] if self._cast else params, alpha=1.0 - d)
 
     @contextmanager
     def swapped_in(self):

@@ -103,8 +103,10 @@ class Trainer:
         self.config, self.modules, self.objective = config, modules, objective
         self.hooks, self.dist, self.stop_requested = hooks or LoopHooks(), dist, stop_requested
         # before the optimizer sees the parameters; an objective's weight snapshot (buffers) then keeps shards
-        held = {name: m for name, m in modules.items() if next(m.parameters(), None) is not None}
-        self.shards = shard(held, train_spec.sharding, dist, config.label, config.device, uses_bf16(config))
+        whole = getattr(objective, "replicated", ())
+        held = {name: m for name, m in modules.items() if next(m.parameters(), None) is not None and name not in whole}
+        self.shards = shard(held, train_spec.sharding, dist, config.label, config.device, uses_bf16(config),
+                            {name: modules[name] for name in whole})
         if self.shards is not None:
             for module in modules.values():
                 if isinstance(module, WeightSnapshot):
@@ -139,7 +141,8 @@ class Trainer:
 
     def unsharded(self) -> dict[str, nn.Module]:
         """Under sharding, the modules outside the shards: an objective's weight snapshots (shards held as buffers)."""
-        return {name: m for name, m in self.modules.items() if name not in self.shards.modules}
+        return {name: m for name, m in self.modules.items()
+                if name not in self.shards.modules and name not in self.shards.replicated}
 
     def restore(self) -> bool:
         path = latest_checkpoint(self.config.run_dir)
@@ -202,7 +205,11 @@ class Trainer:
             extra = metrics
         if config.accumulation > 1:
             total = total / config.accumulation
-        norm = full(nn.utils.clip_grad_norm_(self.params, config.max_grad_norm or float("inf")))
+        if self.shards is not None:
+            self.shards.average_replicated()
+            norm = self.shards.clip(self.params, config.max_grad_norm or float("inf"))
+        else:
+            norm = full(nn.utils.clip_grad_norm_(self.params, config.max_grad_norm or float("inf")))
         self.watch.note(total, norm)
         self.optimizer.step()
         self.scheduler.step()

@@ -57,9 +57,12 @@ class Shards:
     builds one); `offload`: the shards stay in CPU memory, each block's brought to the device for its forward."""
 
     def __init__(self, modules: dict[str, nn.Module], device: torch.device, world: int, bf16: bool,
-                 offload: bool = False):
+                 offload: bool = False, replicated: dict[str, nn.Module] | None = None):
         self.skeletons = {name: meta_copy(module) for name, module in modules.items()}
         self.modules = modules
+        # Trained modules kept whole on every rank, their gradients averaged (ADD's discriminator: small, and its
+        # R1 penalty differentiates twice, which FSDP's hooks do not go through).
+        self.replicated = replicated or {}
         mesh = init_device_mesh(device.type, (world,))
         # bf16 compute, fp32 gradient reduction and fp32 weights (the optimizer's master copy).
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else \
@@ -71,7 +74,7 @@ class Shards:
             fully_shard(module, mesh=mesh, mp_policy=policy, offload_policy=where)
             if hasattr(module, "velocity"):  # the objectives call it, not forward: it must gather too
                 register_fsdp_forward_method(module, "velocity")
-        self.all = nn.ModuleDict(modules)  # one module over all, for the optimizer's state by parameter name
+        self.all = nn.ModuleDict({**modules, **self.replicated})  # for the optimizer's state by parameter name
         self._depth = 0
 
     # ------------------------------------------------------------------------------- the loop
@@ -84,6 +87,8 @@ class Shards:
         """(trained modules' full state, optimizer state in index order), on rank 0; collective."""
         modules = {name: trained_only(module, get_model_state_dict(module, options=FULL_ON_RANK0))
                    for name, module in self.modules.items()}
+        modules.update({name: trained_only(module, {k: v.cpu() for k, v in module.state_dict().items()})
+                        for name, module in self.replicated.items()})
         by_name = get_optimizer_state_dict(self.all, optimizer, options=FULL_ON_RANK0)
         return modules, by_index(by_name) if by_name else {}
 
@@ -91,7 +96,35 @@ class Shards:
         """A full checkpoint's state into the shards (every rank read it; no communication)."""
         for name, module in self.modules.items():
             set_model_state_dict(module, modules[name], options=StateDictOptions(full_state_dict=True, strict=False))
+        for name, module in self.replicated.items():
+            module.load_state_dict(modules[name], strict=False)
         set_optimizer_state_dict(self.all, optimizer, by_name(optimizer_state, optimizer, self.all), options=FULL)
+
+    def average_replicated(self) -> None:
+        """The replicated modules' gradients, averaged over the ranks as the shards' are (one all_reduce)."""
+        grads = [p.grad for m in self.replicated.values() for p in m.parameters() if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= torch.distributed.get_world_size()
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view_as(g))
+
+    def clip(self, params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+        """Clip by the global norm of the sharded and the replicated gradients together; the norm."""
+        grads = [p.grad for p in params if p.grad is not None]
+        if not self.replicated:
+            return full(nn.utils.clip_grad_norm_(params, max_norm))
+        sharded = [g for g in grads if isinstance(g, DTensor)]
+        plain = [g for g in grads if not isinstance(g, DTensor)]
+        parts = ([full(nn.utils.get_total_norm(sharded))] if sharded else []) + \
+            ([nn.utils.get_total_norm(plain)] if plain else [])
+        total = torch.linalg.vector_norm(torch.stack(parts))
+        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        for g in grads:  # a shard scales its local part
+            (g.to_local() if isinstance(g, DTensor) else g).mul_(coef)
+        return total
 
     # ------------------------------------------------------------------------------- whole weights
     @contextlib.contextmanager
@@ -125,18 +158,18 @@ class Shards:
             plain = self.skeletons[name]
             plain.load_state_dict(state, assign=True)
             out[name] = plain.train(module.training)
-        return out
+        return {**out, **self.replicated}
 
 
 def shard(modules: dict[str, nn.Module], sharding: str, dist, label: str, device: torch.device,
-          bf16: bool) -> Shards | None:
+          bf16: bool, replicated: dict[str, nn.Module] | None = None) -> Shards | None:
     """train.sharding: fsdp over several processes (one process: warned, and trained unsharded)."""
     if sharding != "fsdp":
         return None
     if not dist.active:
         print(f"[{label}] warning: train.sharding fsdp on one process shards nothing; training unsharded", flush=True)
         return None
-    return Shards(modules, device, dist.world, bf16)
+    return Shards(modules, device, dist.world, bf16, replicated=replicated)
 
 
 def trained_only(module: nn.Module, state: dict) -> dict:

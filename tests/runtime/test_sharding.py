@@ -112,7 +112,13 @@ GRPO_STAGE = """\
      cfg_scale: 1.0, kl_beta: 0.01, inner_epochs: 2, reward: {kind: toy2d_region, centers: [[1, 0]], radius: 0.3},
      train: {log_every: 1, micro_batch: 8, sharding: fsdp, offload_frozen: OFFLOAD}}
 """
-SECOND = {"rf": (REWARD_FEEDBACK_STAGE, None), "grpo": (GRPO_STAGE, "reference"), "dpo": (DPO_STAGE, "reference"), "reflow": (REFLOW_STAGE, "teacher"), "prog": (PROGRESSIVE_STAGE, "teacher"),
+# ADD: its discriminator (heads on a frozen feature network) stays whole on every rank, its gradients averaged;
+# the R1 penalty (on by default) differentiates through it twice.
+ADD_STAGE = """\
+  - {name: add, kind: adversarial_distill, from: pretrain, steps: 10, train: {log_every: 1, checkpoint: {every: 10},
+     sharding: fsdp, offload_frozen: OFFLOAD}}
+"""
+SECOND = {"rf": (REWARD_FEEDBACK_STAGE, None), "add": (ADD_STAGE, "teacher"), "grpo": (GRPO_STAGE, "reference"), "dpo": (DPO_STAGE, "reference"), "reflow": (REFLOW_STAGE, "teacher"), "prog": (PROGRESSIVE_STAGE, "teacher"),
           "lcm": (CONSISTENCY_STAGE, "teacher")}
 
 
@@ -154,19 +160,28 @@ def test_a_stage_with_its_frozen_copy_sharded_gives_the_weights_of_one_unsharded
 
 
 @pytest.mark.slow  # two runs of a pretrain and a second stage, one on two processes
-@pytest.mark.parametrize("stage", ["rf", "grpo"])
-def test_the_preference_kinds_that_sample_the_policy_give_the_weights_of_one_unsharded_process(tmp_path, stage):
+@pytest.mark.parametrize("stage", ["rf", "grpo", "add"])
+def test_the_kinds_that_sample_the_policy_or_train_a_discriminator_give_the_weights_of_one_process(tmp_path, stage):
     """Reward feedback and Flow-GRPO sample from the sharded policy (every rank gathers each block in turn);
-    Flow-GRPO's reference, a frozen copy of the start, is sharded with its shards in CPU memory."""
-    one, folder = second_stage(tmp_path, stage, offload=stage == "grpo")
+    Flow-GRPO's reference (a frozen copy of the start) and ADD's teacher are sharded with their shards in CPU
+    memory; ADD's replicated discriminator ends as on one process, checkpointed in the same layout."""
+    one, folder = second_stage(tmp_path, stage, offload=stage != "rf")
     out = flowspec("run", "spec.yaml", "--nproc", "2", cwd=folder)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "x 2 processes" in out.stdout
-    if stage == "grpo":
-        assert "[grpo] reference: sharded over 2 processes, its shards in CPU memory\n" in out.stdout
+    if SECOND[stage][1]:
+        assert f"[{stage}] {SECOND[stage][1]}: sharded over 2 processes, its shards in CPU memory\n" in out.stdout
     two = stage_dir(folder, "toy", stage)
     assert_close(one, two)
     assert losses(one) == pytest.approx(losses(two), rel=1e-4, abs=1e-6)
+    if stage == "add":
+        saved = [torch.load(s / "checkpoints" / "step-00000010.pt", weights_only=False) for s in (one, two)]
+        heads = [c["modules"]["discriminator"] for c in saved]
+        assert heads[0].keys() == heads[1].keys() and heads[0]
+        assert max((heads[0][k] - heads[1][k]).abs().max().item() for k in heads[0]) < 2e-4
+        moments = [c["optimizer"]["state"] for c in saved]  # the optimizer's state in one order, its moments alike
+        assert moments[0].keys() == moments[1].keys()
+        assert all(torch.allclose(moments[0][i][k], moments[1][i][k], atol=1e-6) for i in moments[0] for k in moments[0][i])
 
 
 @pytest.mark.slow  # three runs, two of them on two processes
@@ -244,12 +259,12 @@ def test_sharding_on_one_process_is_warned_and_trains_unsharded(tmp_path):
 
 
 def test_sharding_a_stage_kind_it_does_not_run_yet_is_refused_at_the_key(tmp_path):
-    text = ONE_STAGE_TOY + ("  - {name: fast, kind: adversarial_distill, teacher: pretrain, steps: 12, "
+    text = ONE_STAGE_TOY + ("  - {name: fast, kind: distribution_matching, teacher: pretrain, steps: 12, "
                             "train: {sharding: fsdp}}\n")
     write_spec(tmp_path, text)
     out = flowspec("validate", "spec.yaml", cwd=tmp_path)
     assert out.returncode != 0
-    assert "stages.fast.train.sharding: sharding fsdp does not run the adversarial_distill stage kind yet" in out.stdout + out.stderr
+    assert "stages.fast.train.sharding: sharding fsdp does not run the distribution_matching stage kind yet" in out.stdout + out.stderr
 
 
 DPO_LORA = ", lora: {rank: 2, targets: all-linear}"
