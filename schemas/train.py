@@ -51,10 +51,9 @@ class Train(Block):
         "compute, fp32 reduction and weights under bf16 precision). Checkpoints are gathered: a stage resumes on any "
         "number of processes, sharded or not (the key is outside the stage's hash, like the process count). On one "
         "process nothing is sharded (warned). A frozen copy of the model beside the trained one (diffusion_dpo's "
-        "and flow_grpo's reference, a distillation stage's teacher) is sharded too, never given optimizer state. Runs the pretrain, "
-        "finetune, dreambooth, reward_feedback, flow_grpo, diffusion_dpo, reflow, progressive_distill, "
-        "consistency_distill and adversarial_distill kinds (LoRA included; ADD's discriminator stays whole on every "
-        "rank), not yet with train.compile or gold.")
+        "and flow_grpo's reference, a distillation stage's teacher) is sharded too, never given optimizer state. Runs every built-in "
+        "stage kind (LoRA and gold included; ADD's discriminator stays whole on every rank), not yet a custom "
+        "objective or train.compile.")
     offload_frozen: bool = Field(
         False, description="Keep the stage's frozen modules in CPU memory, each brought to the device only while it "
         "runs: a pretrained text encoder (CLIP, T5, MiniLM) and the VAE when they encode or decode, a reference or "

@@ -38,6 +38,10 @@ class FakeScore(nn.Module):
         self.denoiser = denoiser
         self.head = nn.Sequential(nn.Linear(width, 128), nn.SiLU(), nn.Linear(128, 1)) if gan else None
 
+    def velocity(self, x_t, t, cond) -> torch.Tensor:
+        """The fake model's velocity, called on this module (under sharding: fsdp it gathers the weights)."""
+        return self.denoiser.velocity(x_t, t, cond)
+
     def forward(self, x_t, t, cond) -> torch.Tensor:
         """The GAN logit of noised items: the head on the pooled clean estimate of the fake model."""
         clean = x_t - expand_t(t, x_t) * self.denoiser.velocity(x_t, t, cond).float()
@@ -100,7 +104,7 @@ class DistributionMatching(DistillObjective):
         x_t = (1 - expand_t(t, x_hat)) * x_hat.detach() + expand_t(t, x_hat) * self.noise_like(rand, "dmd_noise", len(t), clean.size)
         cond = self.condition(clean)
         with torch.no_grad():
-            fake = x_t - expand_t(t, x_t) * self.fake.denoiser.velocity(x_t, t, cond).float()
+            fake = x_t - expand_t(t, x_t) * self.fake.velocity(x_t, t, cond).float()
             real = x_t - expand_t(t, x_t) * self.teacher_field(clean, stage.teacher_cfg())(x_t, t)
         loss = dmd_loss(x_hat, dmd_gradient(x_hat, fake, real))
         metrics = {"update": "generator", "dmd_loss": loss.detach()}
@@ -123,7 +127,7 @@ class DistributionMatching(DistillObjective):
         eps = self.noise_like(rand, "fake_noise", n, clean.size)
         x_t = (1 - expand_t(t, x_hat)) * x_hat + expand_t(t, x_hat) * eps
         cond = self.condition(clean)
-        loss = per_sample_loss(self.fake.denoiser.velocity(x_t, t, cond).float(), eps - x_hat).mean()
+        loss = per_sample_loss(self.fake.velocity(x_t, t, cond).float(), eps - x_hat).mean()
         metrics = {"update": "fake", "fake_loss": loss.detach()}
         if self.stage.gan_weight > 0:
             real_t = (1 - expand_t(t, clean.x0)) * clean.x0 + expand_t(t, clean.x0) * eps

@@ -60,11 +60,14 @@ class GoldWatch:
         from .train import isolated
 
         ctx = self.ctx
-        with ctx.weights_for_export():
+        sharded = ctx.trainer is not None and ctx.trainer.shards is not None
+        with ctx.weights_for_export():  # whole on every rank: each evaluates, all reach the same value
             value = isolated(reward_on_eval)(ctx, self.scorer)["mean"]
             new_best = self.best is None or value > self.best["gold"]
-            if new_best and ctx.dist.main:
-                save_file(export_state(ctx), str(self.best_path))
+            if new_best and (ctx.dist.main or sharded):  # gathering shards takes every rank
+                state = export_state(ctx)
+                if ctx.dist.main:
+                    save_file(state, str(self.best_path))
         self.history.append({"step": step, "gold": value})
         if ctx.dist.main:
             self.path.write_text(json.dumps({"reward": self.block.reward.kind, "history": self.history,
@@ -86,8 +89,27 @@ class GoldWatch:
 
 
 def export_state(ctx: StageContext) -> dict:
-    """What trains (under LoRA: the adapters), as the export would see it."""
+    """What trains (under LoRA: the adapters), as the export would see it (the EMA's weights, when swapped in)."""
     from ..train.loop import trained_state
 
-    return {f"{name}.{key}": value.detach().cpu().contiguous()
-            for name, module in ctx.bundle.trainable_modules().items() for key, value in trained_state(module).items()}
+    trainer = ctx.trainer
+    out = {}
+    for name, module in ctx.bundle.trainable_modules().items():
+        if trainer is not None and trainer.shards is not None:
+            state = whole_state(trainer, name, module)
+        else:
+            state = trained_state(module)
+        out.update({f"{name}.{key}": value.detach().to("cpu", copy=True).contiguous() for key, value in state.items()})
+    return out
+
+
+def whole_state(trainer, name: str, module) -> dict:
+    """A sharded module's trained state, whole (collective), with the EMA's whole weights over it: FSDP's
+    state_dict gives the shards, not the gathered views the EMA was swapped into."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    from ..train.sharding import FULL, trained_only
+
+    state = trained_only(module, get_model_state_dict(module, options=FULL))
+    ema = (trainer.ema.whole or {}).get(name, {}) if trainer.ema is not None else {}
+    return {key: ema.get(key, value) for key, value in state.items()}

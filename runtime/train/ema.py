@@ -59,8 +59,9 @@ class EMA:
     def _copy(self, source: dict[str, dict[str, torch.Tensor]]) -> None:
         for name, module in self.modules.items():
             for key, param in module.named_parameters():
-                if key in source[name]:
-                    param.copy_(source[name][key])
+                if key in source[name]:  # still a shard before FSDP's first forward: its part of the whole
+                    value = source[name][key]
+                    param.copy_(shard_like(value, param) if not isinstance(value, DTensor) else value)
 
     def gather(self, whole: bool = True) -> None:
         """Sharded weights (every rank): keep the shadow's whole tensors for `swapped_in`, or drop them."""

@@ -79,3 +79,12 @@ def test_a_custom_stage_killed_mid_training_resumes_bitwise(tmp_path, root):
     a, b = weights(stage_dir(ref, "custom_stage", "detail")), weights(stage_dir(run, "custom_stage", "detail"))
     assert a.keys() == b.keys() and a and all(torch.equal(a[k], b[k]) for k in a)
     assert (stage_dir(run, "custom_stage", "detail") / "eval.json").exists()  # evaluation comes with the loop
+
+
+def test_sharding_a_custom_objective_is_refused_at_the_key(tmp_path, root):
+    folder = example(tmp_path, root)
+    spec = next(folder.glob("*.yaml"))
+    found = errors(spec, "stages.detail.train.sharding=fsdp")
+    assert len(found) == 1
+    assert ("stages.detail.train.sharding: sharding fsdp runs the built-in stage kinds, not yet the custom "
+            "objective weighted_fm:WeightedFlowMatching: use sharding: none") in found[0]

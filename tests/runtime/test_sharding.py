@@ -118,7 +118,13 @@ ADD_STAGE = """\
   - {name: add, kind: adversarial_distill, from: pretrain, steps: 10, train: {log_every: 1, checkpoint: {every: 10},
      sharding: fsdp, offload_frozen: OFFLOAD}}
 """
-SECOND = {"rf": (REWARD_FEEDBACK_STAGE, None), "add": (ADD_STAGE, "teacher"), "grpo": (GRPO_STAGE, "reference"), "dpo": (DPO_STAGE, "reference"), "reflow": (REFLOW_STAGE, "teacher"), "prog": (PROGRESSIVE_STAGE, "teacher"),
+# DMD: its fake score (a trained copy of the start, with a GAN head) is sharded like the student.
+DMD_STAGE = """\
+  - {name: dmd, kind: distribution_matching, from: pretrain, steps: 10, fake_updates: 2, gan_weight: 0.01,
+     student_timesteps: [1.0, 0.5], train: {log_every: 1, checkpoint: {every: 10}, sharding: fsdp,
+     offload_frozen: OFFLOAD}}
+"""
+SECOND = {"rf": (REWARD_FEEDBACK_STAGE, None), "add": (ADD_STAGE, "teacher"), "dmd": (DMD_STAGE, "teacher"), "grpo": (GRPO_STAGE, "reference"), "dpo": (DPO_STAGE, "reference"), "reflow": (REFLOW_STAGE, "teacher"), "prog": (PROGRESSIVE_STAGE, "teacher"),
           "lcm": (CONSISTENCY_STAGE, "teacher")}
 
 
@@ -160,11 +166,12 @@ def test_a_stage_with_its_frozen_copy_sharded_gives_the_weights_of_one_unsharded
 
 
 @pytest.mark.slow  # two runs of a pretrain and a second stage, one on two processes
-@pytest.mark.parametrize("stage", ["rf", "grpo", "add"])
-def test_the_kinds_that_sample_the_policy_or_train_a_discriminator_give_the_weights_of_one_process(tmp_path, stage):
+@pytest.mark.parametrize("stage", ["rf", "grpo", "add", "dmd"])
+def test_the_kinds_that_sample_the_policy_or_train_a_second_model_give_the_weights_of_one_process(tmp_path, stage):
     """Reward feedback and Flow-GRPO sample from the sharded policy (every rank gathers each block in turn);
-    Flow-GRPO's reference (a frozen copy of the start) and ADD's teacher are sharded with their shards in CPU
-    memory; ADD's replicated discriminator ends as on one process, checkpointed in the same layout."""
+    Flow-GRPO's reference (a frozen copy of the start) and ADD's and DMD's teachers are sharded with their shards
+    in CPU memory; ADD's replicated discriminator and DMD's sharded fake score (and its GAN head) end as on one
+    process, checkpointed in the same layout."""
     one, folder = second_stage(tmp_path, stage, offload=stage != "rf")
     out = flowspec("run", "spec.yaml", "--nproc", "2", cwd=folder)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -174,14 +181,38 @@ def test_the_kinds_that_sample_the_policy_or_train_a_discriminator_give_the_weig
     two = stage_dir(folder, "toy", stage)
     assert_close(one, two)
     assert losses(one) == pytest.approx(losses(two), rel=1e-4, abs=1e-6)
-    if stage == "add":
+    if stage in ("add", "dmd"):
         saved = [torch.load(s / "checkpoints" / "step-00000010.pt", weights_only=False) for s in (one, two)]
-        heads = [c["modules"]["discriminator"] for c in saved]
+        heads = [c["modules"]["discriminator" if stage == "add" else "fake_score"] for c in saved]
         assert heads[0].keys() == heads[1].keys() and heads[0]
         assert max((heads[0][k] - heads[1][k]).abs().max().item() for k in heads[0]) < 2e-4
         moments = [c["optimizer"]["state"] for c in saved]  # the optimizer's state in one order, its moments alike
         assert moments[0].keys() == moments[1].keys()
         assert all(torch.allclose(moments[0][i][k], moments[1][i][k], atol=1e-6) for i in moments[0] for k in moments[0][i])
+
+
+@pytest.mark.slow  # two runs of a pretrain and a stopped reward-feedback stage, one on two processes
+def test_a_sharded_stage_with_gold_keeps_the_history_and_the_best_weights_of_one_process(tmp_path):
+    """Gold evaluates the whole EMA weights on every rank (the first time before FSDP's first forward) and
+    keeps the best whole; the stage stops where one process stops and exports the same weights."""
+    from safetensors.torch import load_file
+
+    from .test_gold import HACK, history
+
+    SECOND["hack"] = (HACK.replace("    optimizer: {lr: 3.0e-3}\n", "    optimizer: {lr: 3.0e-3}\n"
+                                   "    train: {sharding: fsdp, offload_frozen: OFFLOAD}\n"), None)
+    try:
+        one, folder = second_stage(tmp_path, "hack", offload=False)
+    finally:
+        del SECOND["hack"]
+    out = flowspec("run", "spec.yaml", "--nproc", "2", cwd=folder)
+    assert out.returncode == 0, out.stdout + out.stderr
+    two = stage_dir(folder, "toy", "hack")
+    steps, golds = ([[h[k] for h in history(s)] for s in (one, two)] for k in ("step", "gold"))
+    assert steps[0] == steps[1] and len(steps[0]) >= 3 and golds[1] == pytest.approx(golds[0], rel=1e-5)
+    best = [load_file(str(s / "gold_best.safetensors")) for s in (one, two)]
+    assert best[0].keys() == best[1].keys() and max((best[0][k] - best[1][k]).abs().max().item() for k in best[0]) < 2e-4
+    assert_close(one, two)
 
 
 @pytest.mark.slow  # three runs, two of them on two processes
@@ -258,13 +289,13 @@ def test_sharding_on_one_process_is_warned_and_trains_unsharded(tmp_path):
     assert "train.sharding fsdp on one process shards nothing; training unsharded" in out.stdout
 
 
-def test_sharding_a_stage_kind_it_does_not_run_yet_is_refused_at_the_key(tmp_path):
-    text = ONE_STAGE_TOY + ("  - {name: fast, kind: distribution_matching, teacher: pretrain, steps: 12, "
-                            "train: {sharding: fsdp}}\n")
+def test_sharding_with_compile_is_refused_at_the_key(tmp_path):
+    text = ONE_STAGE_TOY + ("  - {name: fast, kind: pretrain, from: pretrain, steps: 12, train: {sharding: fsdp, "
+                            "compile: true}}\n")
     write_spec(tmp_path, text)
     out = flowspec("validate", "spec.yaml", cwd=tmp_path)
     assert out.returncode != 0
-    assert "stages.fast.train.sharding: sharding fsdp does not run the distribution_matching stage kind yet" in out.stdout + out.stderr
+    assert "stages.fast.train.sharding: sharding fsdp with train.compile is not supported yet" in out.stdout + out.stderr
 
 
 DPO_LORA = ", lora: {rank: 2, targets: all-linear}"
