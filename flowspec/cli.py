@@ -30,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="plan only this stage and the stages it reads (repeatable), as `run --stage` would run them")
     p = sub.add_parser("schema", help="print the JSON Schema of the spec language")
     p.add_argument("--out", help="write it to this file instead")
+    p = sub.add_parser("reference", help="print the spec reference (every key: type, default, description) as "
+                                         "Markdown")
+    p.add_argument("--out", help="write it to this file instead (docs/spec-reference.md)")
+    p = sub.add_parser("explain", help="print one key's documentation, e.g. stages.flow_grpo.kl_form")
+    p.add_argument("key", help="a dotted key; after a union of kinds, a kind (stages.flow_grpo) or a member's key")
     p = sub.add_parser("run", help="run the plan's stages (finished stages are skipped, unfinished ones resume)")
     spec_args(p)
     p.add_argument("--stage", action="append", metavar="NAME",
@@ -164,6 +169,31 @@ def cmd_schema(args) -> int:
     return 0
 
 
+def cmd_reference(args) -> int:
+    from .compiler.reference import markdown
+    from .schemas.export import json_schema
+
+    text = markdown(json_schema())
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from .compiler.reference import UnknownKey, explain
+    from .schemas.export import json_schema
+
+    try:
+        print(explain(json_schema(), args.key))
+    except UnknownKey as exc:
+        print(f"flowspec explain: {exc}", file=sys.stderr)
+        return USER_ERROR
+    return 0
+
+
 def cmd_run(args) -> int:
     from .compiler import compile_spec
 
@@ -220,7 +250,8 @@ def cmd_sample(args) -> int:
     return sample_command(args)
 
 
-COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "run": cmd_run, "sample": cmd_sample,
+COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "reference": cmd_reference,
+            "explain": cmd_explain, "run": cmd_run, "sample": cmd_sample,
             "status": cmd_status, "cancel": cmd_cancel}
 
 

@@ -56,6 +56,9 @@ def _options_errors(model: type[BaseModel], exc: ValidationError) -> list[InitEr
 
 
 class Custom(StageBase):
+    """Your own objective class (`target`) on the shared training loop: options validated by its Options model,
+    data, checkpoints, resume, sampling, evaluation and export as for the built-in kinds."""
+
     kind: Literal["custom"] = Field("custom", description="Your own stage kind: an objective class on the shared loop.")
     target: str = Field(pattern=TARGET_PATTERN, description="The objective class, 'package.module:Name' (looked up "
                         "beside the spec file, then in the working directory, then on the import path).")

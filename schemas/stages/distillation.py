@@ -36,6 +36,9 @@ class DistillBase(StageBase):
 
 
 class ProgressiveDistill(DistillBase):
+    """Progressive distillation (Salimans & Ho 2022): the student's one step matches the teacher's two, round
+    after round (`rounds`), halving the sampler's steps each time; each round's student is the next one's teacher."""
+
     objective: ClassVar[str] = "progressive_distill"
 
     kind: Literal["progressive_distill"] = Field("progressive_distill", description="Progressive distillation: one student step matches two teacher steps.")
@@ -55,6 +58,9 @@ class ProgressiveDistill(DistillBase):
 
 
 class Reflow(DistillBase):
+    """Reflow (Liu et al. 2022) and InstaFlow (Liu et al. 2023): flow matching on (noise, teacher sample) pairs,
+    which straightens the flow so that few steps suffice; `one_step` distils the straightened flow into one step."""
+
     objective: ClassVar[str] = "reflow"
 
     kind: Literal["reflow"] = Field("reflow", description="Reflow / InstaFlow: flow matching on (noise, teacher sample) pairs.")
@@ -70,6 +76,10 @@ class Reflow(DistillBase):
 
 
 class ConsistencyDistill(DistillBase):
+    """Consistency distillation (Song et al. 2023) with the latent consistency model's choices (LCM, Luo et al.
+    2023): the student maps any point of a teacher ODE trajectory to its end, matched between neighbouring points
+    `skip` steps apart (the nearer one from the teacher's guided step, its target from an EMA of the student)."""
+
     objective: ClassVar[str] = "consistency_distill"
 
     kind: Literal["consistency_distill"] = Field("consistency_distill", description="Latent consistency distillation (LCM) in flow form.")
@@ -101,6 +111,10 @@ class Discriminator(Block):
 
 
 class AdversarialDistill(DistillBase):
+    """Adversarial diffusion distillation (ADD, Sauer et al. 2023, SDXL-Turbo): the student's one-step samples
+    fool a discriminator (trained heads on a frozen feature network, hinge loss, R1 penalty) and match the
+    teacher's denoised estimate of them re-noised (`distill_weight`)."""
+
     objective: ClassVar[str] = "adversarial_distill"
 
     kind: Literal["adversarial_distill"] = Field("adversarial_distill", description="ADD: adversarial loss plus teacher distillation, 1-4 step student.")
@@ -115,6 +129,10 @@ class AdversarialDistill(DistillBase):
 
 
 class DistributionMatching(DistillBase):
+    """Distribution matching distillation (DMD, Yin et al. 2023; DMD2, Yin et al. 2024): the student's samples
+    move along the difference between a trained 'fake' score model's estimate (of the student's distribution) and
+    the teacher's (the data's), the two updated on two time scales (`fake_updates`), with an optional GAN term."""
+
     objective: ClassVar[str] = "distribution_matching"
 
     kind: Literal["distribution_matching"] = Field(

@@ -50,6 +50,10 @@ GOLD = Field(None, description="A held-out evaluation against reward hacking, wi
 
 
 class RewardFeedback(StageBase):
+    """Reward feedback learning (ReFL, Xu et al. 2023; DRaFT, Clark et al. 2023; AlignProp): sample from noise
+    with the policy, backpropagate a differentiable reward through the last sampling steps (`grad_steps`), with
+    an optional flow-matching term on data to keep the model close to the data."""
+
     needs_start: ClassVar[bool] = True
     objective: ClassVar[str] = "reward_feedback"
     generates: ClassVar[bool] = True
@@ -90,6 +94,10 @@ class RewardFeedback(StageBase):
 
 
 class FlowGRPO(StageBase):
+    """Flow-GRPO (Liu et al. 2025; DanceGRPO, Xue et al. 2025): the ODE sampler made an SDE with the same
+    marginals, rollouts in groups per prompt, group-relative advantages, PPO's clipped ratio on the first
+    `timestep_fraction` of the steps and a KL to the reference policy (`kl_beta`)."""
+
     needs_start: ClassVar[bool] = True
     objective: ClassVar[str] = "flow_grpo"
     generates: ClassVar[bool] = True
@@ -152,6 +160,10 @@ Pairs = tagged(DPOPairs, JsonlPairs)
 
 
 class DiffusionDPO(StageBase):
+    """Diffusion-DPO (Wallace et al. 2023) in flow-matching form: on preference pairs, the policy's flow-matching
+    error on the preferred image, relative to the frozen reference's, is pushed below the same difference on the
+    rejected one through -log sigmoid(-beta (...)); the first loss is log 2 (policy = reference)."""
+
     needs_start: ClassVar[bool] = True
     reads: ClassVar[tuple[str, ...]] = ("reference",)
     objective: ClassVar[str] = "diffusion_dpo"

@@ -40,10 +40,19 @@ class FlowMatchingStage(StageBase):
 
 
 class Pretrain(FlowMatchingStage):
+    """Rectified flow / conditional flow matching (Liu et al. 2022, "Flow Straight and Fast"; Lipman et al.
+    2022, "Flow Matching"): x_t = (1 - t) x0 + t eps with t the noise level, and the model regresses the velocity
+    v = eps - x0 at timesteps drawn by `timesteps` (logit-normal and resolution-dependent shift: Esser et al. 2024,
+    SD3). Optional REPA (Yu et al. 2024) aligns hidden states with a frozen vision encoder's features."""
+
     kind: Literal["pretrain"] = Field("pretrain", description="Flow-matching pre-training.")
 
 
 class Finetune(FlowMatchingStage):
+    """Flow matching continued from an earlier stage or a folder (`from`): continued training, supervised
+    fine-tuning on curated data, or LoRA adaptation (Hu et al. 2021); the same flow-matching objective as
+    pretrain."""
+
     needs_start: ClassVar[bool] = True
 
     kind: Literal["finetune"] = Field("finetune", description="Continued training or supervised fine-tuning on a curated subset.")
@@ -57,6 +66,10 @@ class Prior(Block):
 
 
 class DreamBooth(StageBase):
+    """DreamBooth (Ruiz et al. 2022): the subject's few images captioned with a rare identifier word, plus
+    prior preservation, a flow-matching loss on class images the starting model generates (weight `prior.weight`),
+    so the class keeps its diversity; usually with LoRA."""
+
     needs_start: ClassVar[bool] = True
     objective: ClassVar[str] = "dreambooth"
 
