@@ -60,3 +60,22 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 def one_of(choices: Iterable[str]) -> str:
     return ", ".join(str(c) for c in choices)
+
+
+def issue_json(issue: Issue) -> dict:
+    """An issue for `flowspec validate --format json`."""
+    loc = issue.loc
+    return {"file": loc.file, "line": loc.line, "col": loc.col, "key": issue.path, "message": issue.message,
+            "severity": issue.severity}
+
+
+def annotation(issue: Issue) -> str:
+    """A GitHub Actions workflow command that annotates the spec at the issue's line and column (an issue that
+    comes from a --set override has no line: it annotates the run's summary)."""
+    escape = lambda text: text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    prop = lambda text: escape(text).replace(":", "%3A").replace(",", "%2C")
+    loc = issue.loc
+    fields = [f"file={prop(loc.file)}"] if loc.line is not None else []
+    fields += [f"line={loc.line}", f"col={loc.col}"] if loc.line is not None else []
+    fields.append(f"title={prop('flowspec ' + (issue.path or 'spec'))}")
+    return f"::{issue.severity} {','.join(fields)}::{escape(issue.message)}"

@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check specs (and every profile) without importing torch")
     spec_args(p, many=True)
+    p.add_argument("--format", choices=["text", "github", "json"], default="text",
+                   help="text: file:line:col lines; github: GitHub Actions annotations; json: one document on stdout")
     p = sub.add_parser("plan", help="print the compiled plan with parameter counts and cost estimates")
     spec_args(p)
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -94,25 +96,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_validate(args) -> int:
     from .compiler import SpecError, compile_spec
+    from .compiler.errors import annotation, issue_json
     from .compiler.yamlpos import load_file
 
-    failed = 0
+    results = []
     for path in args.spec:
         profiles = [args.profile] if args.profile else [None, *(load_file(path).get("profiles") or {})]
         for profile in profiles:
-            label = path + (f" --profile {profile}" if profile else "")
             try:
                 plan = compile_spec(path, profile, args.sets)
+                issues, stages = list(plan.warnings), [s.name for s in plan.stages]
             except SpecError as exc:
-                failed += 1
-                for issue in exc.issues:
-                    print(issue, file=sys.stderr)
-                print(f"FAIL {label}", file=sys.stderr)
-                continue
-            for warning in plan.warnings:
-                print(warning, file=sys.stderr)
-            count = len(plan.stages)
-            print(f"ok   {label} ({count} stage{'s' if count != 1 else ''}: {', '.join(s.name for s in plan.stages)})")
+                issues, stages = list(exc.issues), None
+            results.append({"spec": path, "profile": profile, "ok": stages is not None, "stages": stages,
+                            "issues": issues})
+    failed = sum(not r["ok"] for r in results)
+    if args.format == "json":
+        print(json.dumps({"ok": not failed, "results": [{**r, "issues": [issue_json(i) for i in r["issues"]]}
+                                                        for r in results]}, indent=2))
+        return USER_ERROR if failed else 0
+    for r in results:
+        label = r["spec"] + (f" --profile {r['profile']}" if r["profile"] else "")
+        for issue in r["issues"]:
+            print(annotation(issue) if args.format == "github" else issue, file=sys.stdout if args.format == "github"
+                  else sys.stderr)
+        if r["ok"]:
+            count = len(r["stages"])
+            print(f"ok   {label} ({count} stage{'s' if count != 1 else ''}: {', '.join(r['stages'])})")
+        else:
+            print(f"FAIL {label}", file=sys.stderr)
     return USER_ERROR if failed else 0
 
 
