@@ -16,8 +16,9 @@ def loss_plot(run_dir: Path) -> None:
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if records:
         steps = [r["step"] for r in records]
+        # smoothed once there are enough points for noise to hide the trend; the logged values stay, faint
         line_plot({"loss": (steps, [r["loss"] for r in records])}, run_dir / "loss.png", title="training loss",
-                  xlabel="step", ylabel="loss", log_y=True)
+                  xlabel="step", ylabel="loss", log_y=True, smooth=0.9 if len(records) > 20 else 0.0)
 
 
 def write_report(run_dir: Path, summary: dict) -> None:
