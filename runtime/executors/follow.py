@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from ...compiler.lower import DONE_MARKER
@@ -121,7 +122,7 @@ def progress(run_dir: str) -> dict:
         lines = metrics.read_text().strip().splitlines()
         if lines:
             last = json.loads(lines[-1])
-            out.update(step=last.get("step"), loss=last.get("loss"))
+            out.update(step=last.get("step"), loss=last.get("loss"), it_per_s=last.get("it_per_s"))
     return out
 
 
@@ -227,15 +228,53 @@ def status(root: Path, follow: bool = False, stream=None) -> int:
 
 
 def local_status(root: Path, stream) -> int:
-    """A run that was never submitted: each stage folder, finished or not, and its last logged step."""
-    stages = sorted(p for p in root.glob("*-*") if p.is_dir() and (p / "spec.json").exists())
+    """A run that was never submitted: each stage folder (in the order they were started), done, running here
+    (its lock held) or stopped, its step, last loss and, running, the time left at its last logged speed."""
+    stages = sorted((p for p in root.glob("*-*") if p.is_dir() and (p / "spec.json").exists()),
+                    key=lambda p: (p / "spec.json").stat().st_mtime)
     if not stages:
         print(f"{root}: no stages and no SLURM submission found", file=sys.stderr)
         return 2
     for folder in stages:
-        info = progress(str(folder))
-        print(f"[{folder.name}] local {'done' if info['done'] else 'unfinished'} step {info.get('step')}", file=stream)
+        print(local_line(folder), file=stream)
     return 0
+
+
+def local_line(folder: Path) -> str:
+    info, stage = progress(str(folder)), json.loads((folder / "spec.json").read_text()).get("stage", {})
+    steps, step = stage.get("steps"), info.get("step")
+    state = "done" if info["done"] else "running" if locked(folder) else "stopped"
+    line = f"[{folder.name.rsplit('-', 1)[0]}] local {state}"  # folders are <stage>-<hash>
+    if step is not None:
+        line += f" step {step}" + (f"/{steps}" if steps else "")
+    if isinstance(info.get("loss"), float):
+        line += f" loss {info['loss']:.4f}"
+    speed = info.get("it_per_s")
+    if state == "running" and steps and step is not None and speed:
+        line += f" ETA {timedelta(seconds=round((steps - step) / speed))} at {speed:.3g} it/s"
+    results = folder / "results.json"
+    if state == "done" and results.exists():
+        line += f" in {json.loads(results.read_text()).get('seconds')} s"
+    if state == "stopped":
+        line += " (flowspec run resumes it)"
+    return f"{line}  {folder}"
+
+
+def locked(folder: Path) -> bool:
+    """Whether a process holds the stage folder's lock (runtime/executors/stage.py): the stage is running."""
+    import fcntl
+
+    from .stage import LOCK_FILE
+
+    if not (folder / LOCK_FILE).exists():
+        return False
+    with open(folder / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 def cancel(root: Path) -> int:

@@ -195,4 +195,40 @@ def test_status_of_a_run_that_was_never_submitted_needs_no_slurm(monkeypatch, tm
     stage.mkdir(parents=True)
     (stage / "spec.json").write_text("{}")
     assert status(tmp_path / "runs" / "toy") == 0
-    assert "[pretrain-0] local unfinished" in capsys.readouterr().out
+    assert "[pretrain] local stopped (flowspec run resumes it)" in capsys.readouterr().out
+
+
+def test_status_of_a_local_run_gives_each_stage_its_state_step_loss_and_time_left(tmp_path, capsys):
+    import fcntl
+    import json
+    from datetime import timedelta
+
+    from .helpers import TOY as TWO_STAGES, flowspec, stage_dir, write_spec
+
+    write_spec(tmp_path, TWO_STAGES)
+    assert flowspec("run", "spec.yaml", cwd=tmp_path).returncode == 0
+    root = tmp_path / "runs" / "toy"
+    folders = {name: stage_dir(tmp_path, "toy", name) for name in ("pretrain", "finetune")}
+    records = {name: [json.loads(line) for line in (f / "metrics.jsonl").read_text().splitlines()]
+               for name, f in folders.items()}
+
+    def line(name):
+        assert main(["status", str(root)]) == 0
+        return next(l for l in capsys.readouterr().out.splitlines() if l.startswith(f"[{name}] "))
+
+    for name, steps in (("pretrain", 60), ("finetune", 20)):
+        seconds = json.loads((folders[name] / "results.json").read_text())["seconds"]
+        assert line(name) == (f"[{name}] local done step {steps}/{steps} loss {records[name][-1]['loss']:.4f} "
+                              f"in {seconds} s  {folders[name]}")
+    # The finetune stage as if it were stopped at its second log line, then as if a process held its lock.
+    folder, kept = folders["finetune"], records["finetune"][1]
+    (folder / "DONE").unlink()
+    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records["finetune"][:2]) + "\n")
+    assert line("finetune") == (f"[finetune] local stopped step {kept['step']}/20 loss {kept['loss']:.4f} "
+                                f"(flowspec run resumes it)  {folder}")
+    with open(folder / ".lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        left = timedelta(seconds=round((20 - kept["step"]) / kept["it_per_s"]))
+        assert line("finetune") == (f"[finetune] local running step {kept['step']}/20 loss {kept['loss']:.4f} ETA {left} "
+                                    f"at {kept['it_per_s']:.3g} it/s  {folder}")
+    assert "local stopped" in line("finetune")  # the lock released: nobody runs it
