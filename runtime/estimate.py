@@ -139,7 +139,7 @@ def data_report(plan: Plan, stage_plan: StagePlan) -> list[dict]:
         return []
     devices, micro, accumulation = batch_split(stage)
     return BatchStream(stage.data, stage_plan.seed, micro, accumulation, pixel_multiple(spec.model),
-                       world=devices).report()
+                       world=devices, spec_dir=str(Path(plan.source).resolve().parent)).report()
 
 
 def batch_split(stage) -> tuple[int, int, int]:

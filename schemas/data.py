@@ -1,10 +1,11 @@
 """`data:` where images and captions come from, and the curriculum over the stage's steps."""
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from .base import NAME_PATTERN, Block, LocalPath, tagged
+from .base import NAME_PATTERN, Block, LocalPath, PlainData, tagged
+from .targets import TARGET_PATTERN, load_target, search_path
 
 MAX_COMPLEXITY = 5
 # The embedded shapes vocabulary (runtime/data/shapes.py draws them): a class-conditional model's classes
@@ -111,7 +112,28 @@ class WebDataset(Block):
     filters: list[Filter] = _FILTERS
 
 
-ImageSource = tagged(Shapes, ImageFolder, WebDataset)
+class ModuleData(Block):
+    kind: Literal["module"] = Field("module", description="Your own image source: a class 'package.module:Name' "
+                                    "built with `options` as keyword arguments, with __len__(), caption(i) and image(i) "
+                                    "(a PIL image or an (H, W, 3) uint8 array); optionally size(i) -> (height, width), "
+                                    "read for bucketing instead of decoding every image, and key(i), a stable identity "
+                                    "for caches and reports (default: the index).")
+    target: str = Field(pattern=TARGET_PATTERN, description="Import path 'package.module:Name' (looked up beside the "
+                        "spec file, then in the working directory, then on the import path).")
+    options: dict[str, PlainData] = Field(default_factory=dict, description="Keyword arguments of the class.")
+
+    @field_validator("target")
+    @classmethod
+    def _a_class(cls, target: str, info: ValidationInfo) -> str:
+        context = info.context or {}
+        if context.get("import_targets", True):
+            found = load_target(target, search_path(context.get("spec_dir")))
+            if not isinstance(found, type) or not all(hasattr(found, m) for m in ("__len__", "caption", "image")):
+                raise ValueError(f"'{target}' is not a class with __len__, caption(i) and image(i)")
+        return target
+
+
+ImageSource = tagged(Shapes, ImageFolder, WebDataset, ModuleData)
 
 
 class Component(Block):
@@ -145,7 +167,7 @@ class Mixture(Block):
             loc=("components", i, "source", "kind"), input="webdataset") for i in streamed])
 
 
-Source = tagged(Shapes, Toy2D, ImageFolder, WebDataset, Mixture)
+Source = tagged(Shapes, Toy2D, ImageFolder, WebDataset, ModuleData, Mixture)
 
 
 # ---------------------------------------------------------------------------------- curriculum

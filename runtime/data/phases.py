@@ -149,7 +149,7 @@ class FolderPhase:
         """found = filtered + outside_complexity + kept + the files skipped for a bad header; files
         replaced after a failed decode are among `kept` and also in `skipped`."""
         counts = self.source.summary()
-        return {"source": "imagefolder", "found": counts["num_found"], "kept": len(self.kept),
+        return {"source": self.source.kind, "found": counts["num_found"], "kept": len(self.kept),
                 "filtered": counts["num_filtered"], "by_filter": counts["by_filter"], "outside_complexity": counts["num_kept"] - self.num_in_band,
                 "skipped": len(self.skipped),
                 "skipped_files": [{"file": name, "reason": reason} for name, reason in sorted(self.skipped.items())]}

@@ -206,6 +206,8 @@ def _metadata_captions(root: Path, images: list[str]) -> tuple[dict[str, str], d
 class ImageFolder:
     """A folder of images (recursively) with sidecar captions or a metadata.jsonl; see schemas/data.py."""
 
+    kind = "imagefolder"
+
     def __init__(self, block):
         self.root = Path(block.path).expanduser()
         if not self.root.is_dir():

@@ -119,9 +119,20 @@ def _components(source):
     return [(source.kind, 1.0, source)]
 
 
+def open_source(block, spec_dir: str | None = None):
+    """An index-addressable image source: an image folder, or a user's class (looked up beside the spec)."""
+    if block.kind == "module":
+        from .module_source import ModuleSource
+
+        return ModuleSource(block, spec_dir)
+    from .sources import ImageFolder
+
+    return ImageFolder(block)
+
+
 class BatchStream:
     def __init__(self, data, seed: int, micro_batch: int, accumulation: int, multiple: int,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, spec_dir: str | None = None):
         self.data, self.seed, self.size = data, seed, micro_batch
         self.accumulation, self.multiple, self.rank, self.world = accumulation, multiple, rank, world
         self.global_batch = micro_batch * accumulation * world
@@ -130,10 +141,8 @@ class BatchStream:
             return
         # schemas/data.py refuses this at validate time: a mixture plans epochs from item counts.
         assert data.source.kind != "mixture" or all(c.source.kind != "webdataset" for c in data.source.components)
-        from .sources import ImageFolder
-
-        self.sources = {name: ImageFolder(block) for name, _, block in _components(data.source)
-                        if block.kind == "imagefolder"}
+        self.sources = {name: open_source(block, spec_dir) for name, _, block in _components(data.source)
+                        if block.kind in ("imagefolder", "module")}
         self._phases: dict[int, PhaseBatches] = {}
 
     def phase_at(self, step: int) -> int:

@@ -9,7 +9,7 @@ from ..data.sources import DataError, listing
 from ..data.stream import BatchStream
 from ..sampling import latent_multiple
 from ...compiler.render import filter_counts
-from . import op
+from . import op, spec_dir
 from .context import StageContext, data_error, split_batch
 
 
@@ -18,7 +18,8 @@ def data(ctx: StageContext, params: dict) -> None:
     stage = ctx.stage
     micro, ctx.accumulation = split_batch(stage, ctx.dist.world, ctx.stage_plan.loc)
     multiple = latent_multiple(ctx.bundle) if ctx.spec.model.kind != "mlp" else 1
-    ctx.stream = BatchStream(stage.data, ctx.seed, micro, ctx.accumulation, multiple, ctx.dist.rank, ctx.dist.world)
+    ctx.stream = BatchStream(stage.data, ctx.seed, micro, ctx.accumulation, multiple, ctx.dist.rank, ctx.dist.world,
+                             spec_dir(ctx.plan))
     if ctx.dist.main:
         print(f"[{ctx.label}] batch {stage.train.global_batch} = micro-batch {micro} x {ctx.dist.world} process(es) x "
               f"{ctx.accumulation} accumulation step(s)", flush=True)

@@ -22,12 +22,12 @@ def enhance_prompts(ctx: StageContext, params: dict) -> None:
 
 def data_prompts(ctx: StageContext, count: int) -> list[str]:
     """The first `count` captions of the stage's data, in the order of its global batches."""
-    return stream_captions(ctx.stage, ctx.bundle, ctx.seed, count)
+    return stream_captions(ctx.stage, ctx.bundle, ctx.seed, count, spec_dir(ctx.plan))
 
 
-def stream_captions(stage, bundle, seed: int, count: int) -> list[str]:
+def stream_captions(stage, bundle, seed: int, count: int, folder: str | None = None) -> list[str]:
     multiple = 1 if bundle.denoiser.spec.kind == "mlp" else latent_multiple(bundle)
-    stream = BatchStream(stage.data, seed, stage.train.global_batch, 1, multiple)
+    stream = BatchStream(stage.data, seed, stage.train.global_batch, 1, multiple, spec_dir=folder)
     prompts, step = [], 0
     while len(prompts) < count:
         prompts += stream.batch(step, 0).captions
