@@ -2,10 +2,13 @@
 import subprocess
 import sys
 
+import pytest
+
 from flowspec.compiler import compile_spec
 from flowspec.runtime.models.build import denoiser_class
 
 
+@pytest.mark.slow  # two runs of the example (about 40 s): the default run stays under 20 minutes
 def test_the_python_api_example_plans_runs_and_loads_a_stage(tmp_path, root):
     spec, runs = root / "specs" / "quickstart.yaml", tmp_path / "runs"
     command = [sys.executable, str(root / "examples" / "python_api" / "run_one_stage.py"), str(spec),
