@@ -98,27 +98,29 @@ def shard_frozen_copies(ctx: StageContext, bf16: bool) -> None:
 
 
 def offload_frozen(ctx: StageContext, sharded: bool) -> None:
-    """train.offload_frozen: the frozen encoders (a pretrained text encoder, the VAE) and, when not sharded (fsdp
-    offloads their shards), the reference or teacher stay in CPU memory, on the device only while they run."""
+    """train.offload_frozen: the frozen encoders (a pretrained text encoder, the VAE; a reference or teacher
+    loaded from elsewhere has its own) and, when not sharded (fsdp offloads their shards), the reference or
+    teacher stay in CPU memory, on the device only while they run."""
     from ..models.latent import VAECodec
     from ..models.offload import offload_calls
     from ..models.text import PretrainedTextEncoder
 
     moved: dict[int, str] = {}
-    copies = [] if sharded else [(r, getattr(ctx, r)) for r in ("reference", "teacher") if getattr(ctx, r) is not None]
+    copies = [(role, getattr(ctx, role)) for role in ("reference", "teacher") if getattr(ctx, role) is not None]
     for role, bundle in [("model", ctx.bundle), *copies]:
+        whose = "the " if role == "model" else f"the {role}'s "
         encoder, codec = bundle.text_encoder, bundle.codec
         if isinstance(encoder, PretrainedTextEncoder) and id(encoder) not in moved:
-            moved[id(encoder)] = "the text encoder"
+            moved[id(encoder)] = whose + "text encoder"
             offload_calls(encoder, ctx.device, methods=("encode",))
         if isinstance(codec, VAECodec) and id(codec) not in moved:
-            moved[id(codec)] = "the VAE"
+            moved[id(codec)] = whose + "VAE"
             offload_calls(codec.vae, ctx.device, methods=("encode", "decode"))
-        if role != "model":  # a frozen copy: its denoiser (and its own copy of a trained text encoder)
+        if role != "model" and not sharded:  # a frozen copy: its denoiser (and its copy of a trained text encoder)
             moved[id(bundle.denoiser)] = f"the {role}"
             offload_calls(bundle.denoiser, ctx.device, methods=("velocity",))
             if bundle.text_encoder is not None and id(bundle.text_encoder) not in moved:
-                moved[id(bundle.text_encoder)] = f"the {role}'s text encoder"
+                moved[id(bundle.text_encoder)] = whose + "text encoder"
                 offload_calls(bundle.text_encoder, ctx.device)
     if ctx.dist.main and moved:
         print(f"[{ctx.label}] offload_frozen: {', '.join(moved.values())} in CPU memory, on the device only while "

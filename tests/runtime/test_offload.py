@@ -83,6 +83,26 @@ def test_offload_frozen_moves_the_encoders_and_the_teacher_and_changes_no_loss(t
 
 
 @pytest.mark.parametrize("sharded", [False, True])
+def test_a_teacher_loaded_from_elsewhere_has_its_own_encoders_offloaded(tmp_path, sharded):
+    """A teacher from another folder is built with its own VAE and text encoder: they are offloaded too; its
+    denoiser is offloaded whole only when not sharded (fsdp keeps its shards in CPU memory instead)."""
+    from flowspec.runtime.ops.train import offload_frozen
+
+    other = tmp_path / "other"
+    spec = write_spec(tmp_path, SPEC.replace("TEACHER", str(tmp_path / "teacher")).replace(
+        "teacher_steps: 4,", f"teacher_steps: 4, teacher: {other},"))
+    plan = compile_spec(str(spec), sets=[f"output_dir={tmp_path / 'runs'}"])
+    for folder in (tmp_path / "teacher", other):
+        export_bundle(build_bundle(plan.spec.model, seed=7), folder)
+    ctx, _ = context_before_train(plan, plan.stages[0], torch.device("cpu"))
+    assert ctx.teacher.codec is not ctx.bundle.codec
+    offload_frozen(ctx, sharded=sharded)
+    for module in (ctx.bundle.codec.vae, ctx.teacher.codec.vae, ctx.bundle.text_encoder, ctx.teacher.text_encoder):
+        assert isinstance(vars(module).get("offload"), CPUOffload)
+    assert ("offload" in vars(ctx.teacher.denoiser)) is not sharded
+
+
+@pytest.mark.parametrize("sharded", [False, True])
 def test_the_plan_counts_the_largest_offloaded_module_once(root, sharded):
     """sdxl_like's DPO stage holds a VAE and a reference copy: offloaded, only the larger is on the device (one
     at a time); a sharded reference keeps only its gathered blocks there."""
