@@ -27,8 +27,9 @@ from .spec_strategies import (
 # Each fix-up edits a generated document in place (drawing what it needs) so that more documents pass
 # the semantic checks. They are coarse on purpose: a spec they miss is still a fine test case (it must
 # fail with a SpecError, never anything else). In order:
-#   1 data_matches_family          toy2d data iff the mlp family; the mlp family keeps its pixel latent
-#   2 mixtures_are_planned         no webdataset component in a mixture
+#   1 data_matches_family          toy2d data iff the mlp family; the mlp family keeps its pixel latent; no
+#                                  module source (its class would have to import)
+#   2 mixtures_are_planned         no webdataset or module component in a mixture
 #   3 model_config_follows_latent  config overrides keep preset values; input channels follow the latent
 #   4 class_labels_from_data       a class-conditional model reads labelled data, a label row per class
 #   5 stage_graph                  unique names; from/teacher/reference name earlier stages
@@ -52,6 +53,7 @@ TOY_SOURCE, TOY_FAMILY = "toy2d", "mlp"
 SHAPES_REWARDS = ("shapes_checker", "shapes_color")  # rewards that score against shapes captions
 POINT_REWARDS = ("toy2d_region",)  # rewards that score 2-D points (the others score images; a plugin either)
 PLUGIN = "operator:add"  # a function that imports anywhere: plugins are imported at validate time
+PLUGIN_SOURCE = "module"  # a data source class of the user's: none imports anywhere, so it is redrawn
 STREAMED_SOURCE = "webdataset"  # no item counts: a mixture cannot plan its epochs
 LABELLED_SOURCES = ("shapes", "imagefolder")  # sources that give class labels
 
@@ -90,13 +92,14 @@ def data_matches_family(draw, doc: dict) -> None:
     (pixel) latent, as its field says."""
     union = _source_union()
     toy = doc["model"].get(KIND) == TOY_FAMILY
-    image_tags = [t for t in union.tags if t != TOY_SOURCE]
+    image_tags = [t for t in union.tags if t not in (TOY_SOURCE, PLUGIN_SOURCE)]
     for holder in _source_holders(doc):
-        if (holder["source"].get(KIND, union.default) == TOY_SOURCE) != toy:
+        kind = holder["source"].get(KIND, union.default)
+        if (kind == TOY_SOURCE) != toy or kind == PLUGIN_SOURCE:
             tag = TOY_SOURCE if toy else draw(st.sampled_from(image_tags))
             holder["source"] = draw(tagged_blocks(union, only=tag, with_kind=True))
     for stage in _stages(doc):
-        if isinstance(stage.get("instance_data"), dict) and stage["instance_data"].get(KIND) == TOY_SOURCE:
+        if isinstance(stage.get("instance_data"), dict) and stage["instance_data"].get(KIND) in (TOY_SOURCE, PLUGIN_SOURCE):
             stage["instance_data"] = draw(tagged_blocks(union, only=draw(st.sampled_from(image_tags)), with_kind=True))
     if toy:
         doc["model"].pop("latent", None)
@@ -113,10 +116,10 @@ def mixtures_are_planned(draw, doc: dict) -> None:
     from flowspec.schemas.data import Component
 
     union = _union_at(Component, "source")
-    others = [t for t in union.tags if t != STREAMED_SOURCE]
+    others = [t for t in union.tags if t not in (STREAMED_SOURCE, PLUGIN_SOURCE)]
     for holder in _source_holders(doc):
         for component in holder["source"].get("components", []):
-            if component["source"].get(KIND, union.default) == STREAMED_SOURCE:
+            if component["source"].get(KIND, union.default) in (STREAMED_SOURCE, PLUGIN_SOURCE):
                 component["source"] = draw(tagged_blocks(union, only=draw(st.sampled_from(others)), with_kind=True))
 
 
