@@ -95,6 +95,7 @@ def test_a_bad_item_is_skipped_and_named_under_on_bad_sample_skip(example):
     assert skipped == [{"file": "broken:Broken[stripes-00003]", "reason": "image() failed: OSError: disk gone"}]
 
 
+@pytest.mark.slow  # a training run (about 10 s): the default run stays under 20 minutes
 def test_the_example_trains_on_its_own_data(example):
     import subprocess
     import sys

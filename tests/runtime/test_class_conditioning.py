@@ -101,6 +101,7 @@ def test_class_conditional_dit_learns_its_classes_above_chance(tmp_path):
     assert refused.returncode == 2 and "names no class" in refused.stderr and "Traceback" not in refused.stderr
 
 
+@pytest.mark.slow  # plans and a run on an image folder (about 30 s): the default run stays under 20 minutes
 def test_plan_checks_a_folders_classes_against_the_label_table_and_the_sample_prompts(tmp_path):
     def folder(classes, loose=False):
         root = tmp_path / f"photos{len(classes)}{loose}"

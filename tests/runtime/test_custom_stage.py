@@ -50,6 +50,7 @@ def test_options_and_target_are_checked_at_their_lines(tmp_path, root):
     assert len(loose) == 1 and loose[0].startswith(f"{spec}:{target}:") and "must refuse unknown keys" in loose[0]
 
 
+@pytest.mark.slow  # three trainings (about 30 s): the default run stays under 20 minutes
 def test_a_unit_weight_trains_exactly_as_pretrain_and_the_option_changes_it(tmp_path, root):
     folder = example(tmp_path, root)
     base = ["--set", "stages=[{name: detail, kind: pretrain, steps: 30}]", "--set", "optimizer.schedule.warmup_steps=5"]

@@ -3,6 +3,7 @@ that the plan and the run report alike, and latent caches that hit on a second r
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from .helpers import flowspec, stage_dir, weights, write_spec
@@ -99,6 +100,7 @@ def test_webdataset_training_is_the_same_with_and_without_loader_workers(tmp_pat
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
 
 
+@pytest.mark.slow  # the SDXL-like smoke pre-training (about 35 s): the default run stays under 20 minutes
 def test_sdxl_like_smoke_pretrains_through_its_two_phase_bucketed_curriculum(tmp_path, root):
     run = flowspec("run", str(root / "specs/sdxl_like.yaml"), "--profile", "smoke", "--stage", "pretrain",
                    "--set", "train.log_every=1", cwd=tmp_path)

@@ -66,6 +66,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
     assert all(torch.isfinite(v).all() for v in state["modules"]["denoiser"].values())
 
 
+@pytest.mark.slow  # two trainings and four sample commands (about 30 s): the default run stays under 20 minutes
 def test_sample_command_writes_points_and_grids(tmp_path):
     write_spec(tmp_path, TOY)
     assert flowspec("run", "spec.yaml", cwd=tmp_path).returncode == 0
