@@ -169,29 +169,27 @@ def _dumper(target: str):
     return on_pass
 
 
-def cmd_schema(args) -> int:
-    from .schemas.export import schema_text
-
-    text = schema_text()
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
+def _write_out(text: str, out: str | None) -> int:
+    """A generated file (`--out`), or standard output."""
+    if out:
+        with open(out, "w", encoding="utf-8") as handle:
             handle.write(text)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def cmd_schema(args) -> int:
+    from .schemas.export import schema_text
+
+    return _write_out(schema_text(), args.out)
 
 
 def cmd_reference(args) -> int:
     from .compiler.reference import markdown
     from .schemas.export import json_schema
 
-    text = markdown(json_schema())
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            handle.write(text)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return _write_out(markdown(json_schema()), args.out)
 
 
 def cmd_explain(args) -> int:
