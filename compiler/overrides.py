@@ -24,14 +24,15 @@ class Override:
         return ".".join(self.path)
 
 
-def parse_set(arg: str) -> Override:
-    """`a.b.c=value`, where value is YAML (`3`, `1e-4`, `[1, 2]`, `{kind: uniform}`)."""
-    where = Location(f"--set {arg}")
+def parse_set(arg: str, flag: str = "--set") -> Override:
+    """`a.b.c=value`, where value is YAML (`3`, `1e-4`, `[1, 2]`, `{kind: uniform}`); errors point at
+    `flag arg` (a sweep's values are applied like --set, but located at the --sweep that gave them)."""
+    where = Location(f"{flag} {arg}")
     key, sep, text = arg.partition("=")
     if not sep or not key.strip():
-        raise SpecError([Issue(where, "", "expected --set dotted.key=value")])
+        raise SpecError([Issue(where, "", f"expected {flag} dotted.key=value")])
     try:
-        value = load_text(text, f"--set {arg}") if text.strip() else None
+        value = load_text(text, f"{flag} {arg}") if text.strip() else None
     except SpecError as exc:
         raise SpecError([Issue(where, key, f"value is not valid YAML ({exc.issues[0].message})")]) from None
     return Override(tuple(key.strip().split(".")), positioned(value, where), where)

@@ -19,12 +19,20 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                        help="override a key, e.g. --set stages.pretrain.steps=100 (repeatable)")
 
+    def sweep_arg(p):
+        p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                       help="run (or plan) one run per value, each applied like --set KEY=VALUE, the cross product "
+                            "over several --sweep; each run is named <name>-<key><value>..., stages with the same "
+                            "hash in several runs are trained once; manifest: <output_dir>/<name>-sweep/sweep.json "
+                            "(repeatable)")
+
     p = sub.add_parser("validate", help="check specs (and every profile) without importing torch")
     spec_args(p, many=True)
     p.add_argument("--format", choices=["text", "github", "json"], default="text",
                    help="text: file:line:col lines; github: GitHub Actions annotations; json: one document on stdout")
     p = sub.add_parser("plan", help="print the compiled plan with parameter counts and cost estimates")
     spec_args(p)
+    sweep_arg(p)
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--no-estimate", action="store_true", help="skip parameter counts and estimates (no torch)")
     p.add_argument("--dump-after", metavar="PASS", help="print the intermediate form after this compiler pass and stop")
@@ -39,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("key", help="a dotted key; after a union of kinds, a kind (stages.flow_grpo) or a member's key")
     p = sub.add_parser("run", help="run the plan's stages (finished stages are skipped, unfinished ones resume)")
     spec_args(p)
+    sweep_arg(p)
     p.add_argument("--stage", action="append", metavar="NAME",
                    help="run only this stage and the stages it reads (repeatable)")
     p.add_argument("--fresh", action="store_true",
@@ -50,11 +59,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="slurm: follow the submitted jobs until they end")
     p.add_argument("--yes", "-y", action="store_true",
                    help="local: start stages estimated to run here for over an hour without asking")
-    p = sub.add_parser("status", help="each stage of a run: its SLURM job, state, step and last loss")
-    p.add_argument("run", help="a run folder (runs/NAME) or the spec that made it")
+    p = sub.add_parser("status", help="each stage of a run: its SLURM job, state, step and last loss; of a sweep "
+                                      "(runs/NAME-sweep), each run's")
+    p.add_argument("run", help="a run folder (runs/NAME), a sweep's folder (runs/NAME-sweep) or the spec that made it")
+    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                   help="with a spec: the spec's sweep (its last one, which must have swept these)")
     p.add_argument("--wait", action="store_true", help="follow the run's SLURM jobs until they end (exit 1 if one failed)")
     p = sub.add_parser("cancel", help="cancel the SLURM jobs of a run that have not ended")
     p.add_argument("run", help="a run folder (runs/NAME) or the spec that made it")
+    p = sub.add_parser("report", help="write one static HTML page of a run (every stage) or a sweep's comparison")
+    p.add_argument("run", help="a run folder (runs/NAME), the spec that made it, or a sweep folder (sweep.json)")
+    p.add_argument("--out", help="write the page here (default: RUN/report.html)")
     p = sub.add_parser("sample", help="generate a sample grid (PNG) or 2-D samples (.npy) from a finished stage "
                                       "or a diffusers folder")
     p.add_argument("path", help="a stage folder (runs/NAME/STAGE-HASH), a run folder (runs/NAME: its last stage), "
@@ -141,12 +156,30 @@ def cmd_plan(args) -> int:
         compile_spec(args.spec, args.profile, args.sets, on_pass=_dumper(args.dump_after), stages=args.stage,
                      resolver=resolver)
         return 0
+    if args.sweep:
+        return _plan_sweep(args, resolver)
     plan = compile_spec(args.spec, args.profile, args.sets, stages=args.stage, resolver=resolver)
     if not args.no_estimate:
         from .runtime.estimate import estimate_plan
 
         plan = estimate_plan(plan)
     print(json.dumps(plan.to_json(), indent=2) if args.json else plan.as_text())
+    return 0
+
+
+def _plan_sweep(args, resolver) -> int:
+    from .compiler.sweep import expand, manifest, render
+
+    sweep = expand(args.spec, args.profile, args.sets, args.sweep, stages=args.stage, resolver=resolver)
+    plans = [member.plan for member in sweep.members]
+    if not args.no_estimate:
+        from .runtime.estimate import estimate_plan
+
+        plans = [estimate_plan(plan) for plan in plans]
+    if args.json:
+        print(json.dumps({"sweep": manifest(sweep), "plans": [plan.to_json() for plan in plans]}, indent=2))
+    else:
+        print(render(sweep, plans))
     return 0
 
 
@@ -212,6 +245,10 @@ def cmd_run(args) -> int:
     from .compiler import SpecError
     from .runtime.executors import machine_issues, run_plan
 
+    if args.sweep:
+        from .runtime.executors.sweep import run_sweep_command
+
+        return run_sweep_command(args)
     # An op without a runtime is refused here, at its line, before any model is built; so is SLURM that
     # cannot be reached, in the same report, so that one try shows everything in the way.
     try:
@@ -244,14 +281,33 @@ def _run_folder(target: str):
 
 def cmd_status(args) -> int:
     from .runtime.executors.follow import status
+    from .runtime.executors.sweep import is_sweep, sweep_folder, sweep_status
 
-    return status(_run_folder(args.run), follow=args.wait)
+    folder = sweep_folder(args.run, args.sweep) if args.sweep else _run_folder(args.run)
+    if is_sweep(folder):
+        return sweep_status(folder, follow=args.wait)
+    return status(folder, follow=args.wait)
 
 
 def cmd_cancel(args) -> int:
     from .runtime.executors.follow import cancel
 
     return cancel(_run_folder(args.run))
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from .runtime.report.collect import NotARun
+    from .runtime.report.html import write_report
+
+    try:
+        path = write_report(_run_folder(args.run), Path(args.out) if args.out else None)
+    except NotARun as exc:
+        print(f"flowspec report: {exc}", file=sys.stderr)
+        return USER_ERROR
+    print(path)
+    return 0
 
 
 def cmd_sample(args) -> int:
@@ -262,7 +318,7 @@ def cmd_sample(args) -> int:
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "reference": cmd_reference,
             "explain": cmd_explain, "run": cmd_run, "sample": cmd_sample,
-            "status": cmd_status, "cancel": cmd_cancel}
+            "status": cmd_status, "cancel": cmd_cancel, "report": cmd_report}
 
 
 if __name__ == "__main__":

@@ -91,7 +91,11 @@ def run_plan(plan: Plan, fresh: bool = False, stages: list[str] | None = None, e
             refuse_live_jobs(plan)
         preflight(plan, fresh, None)
         submitted = submit_plan(plan, fresh)
-        return follow(submitted) if wait and submitted else 0
+        if not wait:
+            return 0
+        code = follow(submitted) if submitted else 0
+        report(plan)  # the jobs have ended: their folders are on the file system this machine shares with them
+        return code
     from .local import run_local
 
     world = nproc or max((s.executor.num_devices() for s in plan.spec.stages
@@ -100,4 +104,15 @@ def run_plan(plan: Plan, fresh: bool = False, stages: list[str] | None = None, e
 
     check_size(plan, world, yes)  # before anything is built: a stage sized for a cluster says so, and asks
     preflight(plan, fresh, world)
-    return run_local(plan, fresh, world)
+    code = run_local(plan, fresh, world)
+    report(plan)
+    return code
+
+
+def report(plan: Plan) -> None:
+    """Writes the run's HTML report (runtime/report/html.py) and prints its path, the run's last line."""
+    from pathlib import Path
+
+    from ..report.html import report_after_run
+
+    report_after_run(Path(plan.spec.output_dir) / plan.spec.name, [Path(s.run_dir) for s in plan.stages])

@@ -80,7 +80,8 @@ def job_states(jobs: list[Submitted]) -> dict[str, str]:
     rest = [job for job in jobs if job.job_id not in states]
     if rest:
         since = min((job.submitted for job in rest), default="") or "1970-01-01T00:00:00"
-        states.update(_states(slurm_command(["sacct", "-X", "-n", "-P", "-o", "JobIDRaw,State", "-S", since,
+        # JobID names an array's task as submitted (`123_0`); JobIDRaw is the task's own number
+        states.update(_states(slurm_command(["sacct", "-X", "-n", "-P", "-o", "JobID,JobIDRaw,State", "-S", since,
                                              "-j", ",".join(job.job_id for job in rest)], answers=(NO_ACCOUNTING,))))
     return {job.job_id: states.get(job.job_id, "UNKNOWN") for job in jobs}
 
@@ -90,10 +91,24 @@ def _states(out: subprocess.CompletedProcess) -> dict[str, str]:
     if out.returncode != 0:  # an answer that knows none of the jobs
         return states
     for line in out.stdout.splitlines():
-        job_id, _, state = line.partition("|")
-        if state:
-            states[job_id.strip()] = state.split()[0]
+        *ids, state = line.split("|")
+        if ids and state.strip():
+            for job_id in ids:
+                states.update(dict.fromkeys(array_tasks(job_id.strip()), state.split()[0]))
     return states
+
+
+def array_tasks(job_id: str) -> list[str]:
+    """The ids a queue line stands for: an array's pending tasks share one line, `123_[0-3,5%2]` (tasks 0 to 3
+    and 5, at most 2 at a time); any other id stands for itself."""
+    match = re.fullmatch(r"(\d+)_\[([\d,-]+)(?:%\d+)?\]", job_id)
+    if not match:
+        return [job_id]
+    tasks = []
+    for part in match.group(2).split(","):
+        first, _, last = part.partition("-")
+        tasks += [f"{match.group(1)}_{i}" for i in range(int(first), int(last or first) + 1)]
+    return tasks
 
 
 def node_trouble() -> list[str]:

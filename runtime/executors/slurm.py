@@ -57,12 +57,16 @@ def job_parameters(block: Slurm, stage_name: str, spec_name: str) -> dict:
     return params
 
 
-def stage_executor(folder: Path, block: Slurm, stage_name: str, spec_name: str, after: str | None = None):
-    """The submitit executor of one stage's job (its sbatch script, its submission), `afterok` job `after`."""
+def stage_executor(folder: Path, block: Slurm, stage_name: str, spec_name: str, after: str | None = None,
+                   dependency: str | None = None):
+    """The submitit executor of one stage's job (its sbatch script, its submission), `afterok` job `after`, or
+    with sbatch's `dependency` as given (a sweep's arrays: runtime/executors/sweep_slurm.py)."""
     executor = _executor_class()(str(folder / "%j"), max_num_timeout=block.max_requeues)
     params = job_parameters(block, stage_name, spec_name)
     if after is not None:
-        params["additional_parameters"]["dependency"] = f"afterok:{after}"
+        dependency = f"afterok:{after}"
+    if dependency:
+        params["additional_parameters"]["dependency"] = dependency
     executor.update_parameters(**params)
     return executor
 
