@@ -22,7 +22,7 @@ from flowspec.runtime.data.cache import ContentCache
 from flowspec.runtime.data.loader import PrefetchingStream
 from flowspec.runtime.data.stream import BatchStream
 from flowspec.runtime.models.bundle import build_bundle
-from flowspec.runtime.models.latent import generator_noise
+from flowspec.runtime.models.latent import generator_noise, untrained
 from flowspec.runtime.sampling import latent_multiple
 from flowspec.runtime.objectives.flow_matching import FlowMatching
 from flowspec.runtime.ops.context import StageContext
@@ -61,8 +61,10 @@ def main():
             photo_folder(Path(tmp) / "photos")
             sets.append(f"data.source={{kind: imagefolder, path: {tmp}/photos}}")
         plan = compile_spec(args.spec, args.profile, sets)
-        spec, stage, seed = plan.spec, plan.spec.stages[0], plan.stages[0].seed
-        bundle = build_bundle(spec.model, seed)
+        # the first denoiser stage (after the spec's autoencoder stage, if any), with a random VAE of its shape
+        first = next(s for s in plan.stages if s.kind != "autoencoder")
+        spec, stage, seed = plan.spec, plan.spec_stage(first.name), first.seed
+        bundle = build_bundle(untrained(spec.model), seed)
         micro = stage.train.micro_batch or stage.train.global_batch
         stream = BatchStream(stage.data, seed, micro, 1, latent_multiple(bundle))
         codec = bundle.codec

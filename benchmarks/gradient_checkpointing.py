@@ -10,6 +10,7 @@ process's peak resident memory above what it held once the model and data were b
 memory (CUDA), and the median step time over a few steps.
 """
 import argparse
+import dataclasses
 import json
 import resource
 import statistics
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 from flowspec.compiler import compile_spec
+from flowspec.runtime.models.latent import untrained
 from flowspec.runtime.objectives.flow_matching import FlowMatching
 from flowspec.runtime.ops import OPS, StageContext
 from flowspec.runtime.train.loop import LoopConfig, Trainer
@@ -39,7 +41,9 @@ def measure(args, checkpointing: bool) -> dict:
             f"train.micro_batch={args.batch}", f"data.curriculum=[{{at_step: 0, resolution: {args.resolution}}}]",
             "executor.devices=1"]
     plan = compile_spec(str(ROOT / args.spec), args.profile, sets)
-    stage_plan = plan.stages[0]
+    # the first denoiser stage, with a random VAE of the shape the spec's autoencoder stage would train
+    plan = dataclasses.replace(plan, spec=plan.spec.model_copy(update={"model": untrained(plan.spec.model)}))
+    stage_plan = next(s for s in plan.stages if s.kind != "autoencoder")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as run_dir:
         ctx = StageContext(stage=plan.spec_stage(stage_plan.name), seed=0, device=device, plan=plan,

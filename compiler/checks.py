@@ -89,14 +89,15 @@ SHARDED_OBJECTIVES = ("flow_matching", "dreambooth", "diffusion_dpo", "reflow", 
 def sharding(spec: Spec) -> Iterator[Finding]:
     for i, stage in enumerate(spec.stages):
         train = stage.train
-        if train.offload_frozen:
+        if train.offload_frozen and stage.trains != "vae":  # the autoencoder kind says why itself
             yield from offload(stage, spec.model, i)
         if train.sharding != "fsdp":
             continue
         where = ("stages", i, "train", "sharding")
         if stage.objective_name() not in SHARDED_OBJECTIVES:
             yield Finding(where, f"sharding fsdp runs the built-in stage kinds, not yet the custom objective "
-                          f"{stage.objective_name()}: use sharding: none")
+                          f"{stage.objective_name()}: use sharding: none" if stage.kind == "custom" else
+                          f"sharding fsdp does not run {stage.kind} stages yet: use sharding: none")
         elif train.compile:
             yield Finding(where, "sharding fsdp with train.compile is not supported yet: set one of them off")
 

@@ -172,3 +172,34 @@ def class_labels(spec: Spec) -> Iterator[Finding]:
             yield Finding(key, f"the shapes data has {len(SHAPES_CLASSES)} classes but the {model.kind} model's "
                           f"label table has {count}: set model.config.num_embeds_ada_norm: {len(SHAPES_CLASSES)}")
 
+
+
+@check
+def latent_source(spec: Spec) -> Iterator[Finding]:
+    """model.latent.from names an autoencoder stage that runs before every stage using the latent space, and no
+    denoiser stage loads an autoencoder stage's weights as its own."""
+    latent, names = spec.model.latent, [s.name for s in spec.stages]
+    trains = {s.name: getattr(s, "trains", "denoiser") for s in spec.stages}
+    source = latent.from_ if latent.kind == "vae" else None
+    if source is not None and latent.path is not None:  # (the compiler sets path from `from` after the checks)
+        yield Finding(("model", "latent", "path"), "give `path` (a trained VAE folder) or `from` (an autoencoder "
+                      "stage that trains one), not both")
+    if source is not None:
+        encoders = [n for n in names if trains[n] == "vae"]
+        users = [i for i, s in enumerate(spec.stages) if trains[s.name] != "vae"]
+        if source not in names:
+            yield Finding(("model", "latent", "from"), f"unknown stage '{source}'{did_you_mean(source, names)} "
+                          f"(autoencoder stages: {', '.join(encoders) or 'none'})")
+        elif trains[source] != "vae":
+            yield Finding(("model", "latent", "from"), f"'{source}' is a {spec.stages[names.index(source)].kind} "
+                          "stage: model.latent.from names an autoencoder stage")
+        elif users and users[0] < names.index(source):
+            yield Finding(("model", "latent", "from"), f"stage '{names[users[0]]}' uses the latent space before "
+                          f"'{source}' trains it: move the autoencoder stage first")
+    for i, stage in enumerate(spec.stages):
+        if trains[stage.name] == "vae":
+            continue
+        for field, ref in stage.written_refs().items():
+            if trains.get(ref) == "vae":
+                yield Finding(("stages", i, field), f"'{ref}' trains the VAE, not a denoiser: a {stage.kind} stage "
+                              "reads a denoiser stage (the VAE reaches it through model.latent.from)")

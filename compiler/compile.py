@@ -11,14 +11,14 @@ with `runnable=True` refuses an op that cannot run, at its line, before anything
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .. import __version__
 from ..schemas import SCHEMA_VERSION
 from ..schemas.executor import Executor
 from ..schemas.stages import INHERITED_BLOCKS
 from . import checks_model  # noqa: F401  (registers its checks)
-from .checks import run_checks
+from .checks import Finding, run_checks
 from .errors import Issue, Location, SpecError
 from .locate import dotted, locate
 from .lower import cache_status, lower
@@ -48,6 +48,8 @@ class State:
     resolver: Resolver | None = None
     runnable: bool = False
     declared: dict[str, Any] = field(default_factory=dict)
+    sweep: tuple[str, ...] = ()  # one sweep member's KEY=VALUE settings, applied after `sets`
+    unused: list = field(default_factory=list)  # findings of keys written where their stage kind never reads them
 
     @property
     def top(self) -> Location:
@@ -82,6 +84,8 @@ def _overrides(s: State) -> None:
         switch_kind(s.tree, "executor", s.executor, Executor, Location(f"--executor {s.executor}"))
     for text in s.sets:
         apply(s.tree, parse_set(text))
+    for text in s.sweep:
+        apply(s.tree, parse_set(text, "--sweep"))
 
 
 def declared_executors(tree: PosDict) -> dict[str, Any]:
@@ -102,7 +106,30 @@ def declared_executors(tree: PosDict) -> dict[str, Any]:
 
 
 def _inherit(s: State) -> None:
+    s.unused = list(stage_keys_unused(s.tree))  # what the stage itself says, before the root's blocks merge in
     inherit(s.tree, INHERITED_BLOCKS)
+
+
+def stage_keys_unused(tree: PosDict) -> Iterator[Finding]:
+    """Keys set under a stage whose kind never reads them (an autoencoder stage's timesteps or sample prompts) to
+    another value than the root's; inherited from the root (or repeated, as in a dumped spec) they are the other
+    stages' settings and fine."""
+    from ..schemas.stages.autoencoder import DENOISER_ONLY
+
+    def at(node, path):
+        for key in path:
+            node = node.get(key) if isinstance(node, PosDict) else None
+        return node
+
+    stages = tree.get("stages")
+    for i, stage in enumerate(stages if isinstance(stages, list) else ()):
+        if not isinstance(stage, PosDict) or stage.get("kind") != "autoencoder":
+            continue
+        for path in DENOISER_ONLY:
+            node = at(stage, path)
+            if node is not None and to_plain(node) != to_plain(at(tree, path)):
+                yield Finding(("stages", i, *path), f"an autoencoder stage trains the VAE alone: "
+                              f"{'.'.join(path)} is a denoiser stage's setting, never read here (remove it)")
 
 
 def _validate(s: State) -> None:
@@ -113,7 +140,7 @@ def _validate(s: State) -> None:
 
 def _check(s: State) -> None:
     issues = [Issue(locate(s.tree, f.path, s.top), dotted(s.tree, f.path), f.message, f.severity)
-              for f in run_checks(s.spec)]
+              for f in [*s.unused, *run_checks(s.spec)]]
     issues.sort(key=position)
     errors = [i for i in issues if i.severity == "error"]
     if errors:
@@ -123,7 +150,7 @@ def _check(s: State) -> None:
 
 def _lower(s: State) -> None:
     stages = lower(s.spec, s.tree, s.top)
-    s.plan = Plan(name=s.spec.name, source=s.path, profile=s.profile, overrides=s.sets, version=__version__,
+    s.plan = Plan(name=s.spec.name, source=s.path, profile=s.profile, overrides=s.sets + s.sweep, version=__version__,
                   spec=s.spec, stages=stages, warnings=tuple(s.warnings),
                   declared={name: block for name, block in s.declared.items() if block.kind != s.executor})
 
@@ -157,11 +184,13 @@ assert tuple(name for name, _ in PASSES) == PASS_NAMES
 
 def compile_spec(path: str, profile: str | None = None, sets: Sequence[str] = (),
                  on_pass: Callable[[str, State], None] | None = None, *, stages: Sequence[str] | None = None,
-                 resolver: Resolver | None = None, runnable: bool = False, executor: str | None = None) -> Plan:
+                 resolver: Resolver | None = None, runnable: bool = False, executor: str | None = None,
+                 sweep: Sequence[str] = ()) -> Plan:
     """Compile a spec file into a Plan; user errors raise SpecError with every issue found. `executor`
-    (`--executor`) sets the kind of the root and stage executor blocks, after the profile, before `sets`."""
+    (`--executor`) sets the kind of the root and stage executor blocks, after the profile, before `sets`;
+    `sweep` (compiler/sweep.py) holds one sweep member's KEY=VALUE settings, applied after `sets`."""
     state = State(path=str(path), profile=profile, sets=tuple(sets), stages=tuple(stages or ()), resolver=resolver,
-                  runnable=runnable, executor=executor)
+                  runnable=runnable, executor=executor, sweep=tuple(sweep))
     for name, run in PASSES:
         run(state)
         if on_pass is not None:

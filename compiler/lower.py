@@ -31,12 +31,19 @@ def derive_seed(root_seed: int, stage_name: str) -> int:
 
 
 def stage_hash(resolved: dict[str, Any], index: int, seed: int, upstream: dict[str, str],
-               contents: str | None = None) -> str:
-    """Hash of what determines a stage's weights; `resolved` is the spec dumped without HASH_EXCLUDED."""
+               contents: str | None = None, trains: str = "denoiser") -> str:
+    """Hash of what determines a stage's weights; `resolved` is the spec dumped without HASH_EXCLUDED. An
+    autoencoder stage's weights depend on the VAE's shape, not on the denoiser or its timesteps, so a change
+    there reuses the trained VAE."""
+    model, stage = resolved["model"], resolved["stages"][index]
+    if trains == "vae":
+        model = {"latent": {k: v for k, v in model["latent"].items() if k != "from"}}
+        stage = {k: v for k, v in stage.items() if k != "timesteps"}
+        stage["train"] = {k: v for k, v in stage["train"].items() if k != "cfg_dropout"}
     payload = {
         "flowspec": __version__,
-        "model": resolved["model"],
-        "stage": resolved["stages"][index],
+        "model": model,
+        "stage": stage,
         "seed": seed,
         "upstream": upstream,
     }
@@ -53,10 +60,10 @@ def lower(spec: Spec, tree: PosDict, fallback: Location) -> tuple[StagePlan, ...
     resolved = spec.model_dump(mode="json", by_alias=True, exclude={"stages": {"__all__": HASH_EXCLUDED}})
     for i, stage in enumerate(spec.stages):
         seed = stage.seed if stage.seed is not None else derive_seed(spec.seed, stage.name)
-        refs = stage.refs()
+        refs = stage_refs(spec, stage)
         # A stage's identity includes what it reads: the upstream hash, or the path as written.
         upstream_ids = {f: hashes.get(ref, ref) for f, ref in refs.items()}
-        digest = stage_hash(resolved, i, seed, upstream_ids, subject_contents(stage))
+        digest = stage_hash(resolved, i, seed, upstream_ids, subject_contents(stage), stage.trains)
         hashes[stage.name] = digest
         where = lambda *path: str(locate(tree, ("stages", i, *path), fallback))
         ops = tuple(OpNode(op, params, where(*path)) for op, params, path in _ops(spec, stage))
@@ -67,6 +74,16 @@ def lower(spec: Spec, tree: PosDict, fallback: Location) -> tuple[StagePlan, ...
             run_dir=str(Path(spec.output_dir) / spec.name / f"{stage.name}-{digest[:12]}"),
             loc=where(), ops=ops, executor_loc=where("executor", "kind")))
     return tuple(plans)
+
+
+def stage_refs(spec: Spec, stage) -> dict[str, str]:
+    """{field: stage name or path} a stage loads: its own fields, and for a stage working in the latent space of
+    an autoencoder stage (model.latent.from), that stage, as `latent`."""
+    refs = stage.refs()
+    latent = spec.model.latent
+    if latent.kind == "vae" and latent.from_ is not None and stage.trains != "vae":
+        refs["latent"] = latent.from_
+    return refs
 
 
 def subject_contents(stage) -> str | None:
@@ -100,8 +117,22 @@ def cache_status(run_dir: str) -> str:
     return "miss"
 
 
+def _autoencoder_ops(spec: Spec, stage) -> Iterator[OpSpec]:
+    """An autoencoder stage trains the VAE alone: no denoiser, no sampler; its grids are reconstructions."""
+    yield OpSpec("load_autoencoder", {"preset": spec.model.latent.preset, "weights": stage.from_ or "init"},
+                 ("from",) if stage.from_ else ())
+    yield OpSpec("data", {"source": stage.data.source.kind, "phases": len(stage.data.curriculum)}, ("data",))
+    yield OpSpec("train", {"objective": stage.objective_name(), "steps": stage.steps}, ("kind",))
+    yield OpSpec("reconstruct", {"images": stage.eval_images}, ("eval_images",))
+    yield OpSpec("latent_stats", {"images": stage.stats_images}, ("stats_images",))
+    yield OpSpec("export_autoencoder", {}, ())
+
+
 def _ops(spec: Spec, stage) -> Iterator[OpSpec]:
     """The stage's operators in the order the executor runs them; kind-specific ones come from its class."""
+    if stage.trains == "vae":
+        yield from _autoencoder_ops(spec, stage)
+        return
     refs = stage.refs()
     start = refs.get("from")
     weights = f"stage:{start}" if start and "/" not in start else (start or spec.model.init.path or "init")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..schemas import Spec
@@ -76,6 +77,17 @@ class Plan:
             if stage.name == name:
                 return stage
         raise KeyError(name)
+
+    def model_spec(self):
+        """spec.model with model.latent.path set to the folder its autoencoder stage exports (model.latent.from),
+        which is what builds the model: the spec itself keeps `from` alone, so that a dumped spec compiles back to
+        the same hashes (a stage's hash holds the autoencoder stage's hash, not this path)."""
+        model = self.spec.model
+        latent = model.latent
+        if latent.kind != "vae" or latent.from_ is None or latent.from_ not in {s.name for s in self.stages}:
+            return model
+        folder = Path(self.stage(latent.from_).run_dir).resolve() / "model"
+        return model.model_copy(update={"latent": latent.model_copy(update={"path": str(folder)})})
 
     def spec_stage(self, name: str):
         """The stage's block of the spec (schemas/stages/), fully resolved."""

@@ -245,8 +245,12 @@ def saved_by_region(model: torch.nn.Module, run, checkpointed: bool = False):
 
 def estimate_stage(plan: Plan, stage_plan: StagePlan, measured: _Measured | None = None) -> Estimate:
     spec = plan.spec
-    measured = measured or _Measured(spec.model)
     stage = next(s for s in spec.stages if s.name == stage_plan.name)
+    if stage.trains == "vae":
+        from .estimate_autoencoder import autoencoder_estimate
+
+        return autoencoder_estimate(spec, stage)
+    measured = measured or _Measured(spec.model)
     total = measured.total + measured.text_params
     # peft mutates the model it adapts, so LoRA is counted on a fresh meta build; under LoRA only the
     # adapters train (the builtin text encoder is frozen too).

@@ -56,12 +56,14 @@ def load_folder(folder: Path, spec_path: str, stage_name: str | None, device):
     if not diffusers_folder(folder):
         raise FileNotFoundError(f"{folder}: not a diffusers folder (no config.json in it, nor in its denoiser/, "
                                 "transformer/ or unet/ subfolder)")
-    spec = compile_spec(spec_path, None, []).spec
+    plan = compile_spec(spec_path, None, [])
+    spec = plan.spec
     stages = {s.name: s for s in spec.stages}
     if stage_name is not None and stage_name not in stages:
         raise ValueError(f"--stage {stage_name}: {spec_path} has no such stage (stages: {', '.join(stages)})")
     stage = stages[stage_name or spec.stages[-1].name]
-    model = spec.model.model_copy(update={"init": spec.model.init.model_copy(update={"path": None})})
+    model = plan.model_spec()  # a latent space an autoencoder stage trains: its exported VAE
+    model = model.model_copy(update={"init": model.init.model_copy(update={"path": None})})
     bundle = build_bundle(model, seed=0, device=device)
     if (folder / "denoiser").is_dir():
         load_exported(bundle, folder)

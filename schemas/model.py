@@ -72,6 +72,10 @@ class VAE(Block):
     kind: Literal["vae"] = Field("vae", description="Latent space of a diffusers AutoencoderKL (frozen).")
     preset: Literal[tuple(VAE_PRESETS)] = Field("tiny", description="Random-init VAE shape, used when `path` is omitted.")
     path: LocalPath | None = Field(None, description="Local diffusers AutoencoderKL folder; overrides `preset`.")
+    from_: str | None = Field(
+        None, alias="from", description="An autoencoder stage of this spec (its name) that trains this VAE, in the "
+        "`preset`'s shape, on the spec's data: every other stage uses its exported weights, with the latent "
+        "scaling factor and shift it computed from the data. Excludes `path`.")
 
     def config(self) -> dict[str, Any]:
         return dict(VAE_PRESETS[self.preset])

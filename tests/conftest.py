@@ -39,3 +39,28 @@ def run_cli(*args: str, cwd: Path = ROOT):
 
     proc = subprocess.run([sys.executable, "-m", "flowspec.cli", *args], cwd=cwd, capture_output=True, text=True)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="session")
+def smoke_vae(tmp_path_factory):
+    """`into(cwd, name)`: the trained autoencoder stage of specs/<name>.yaml's smoke profile, copied to where a run
+    of it from `cwd` finds it finished (its hash is the same), so that the smoke tests of later stages train only
+    those. Trained once per spec and session, by the real `flowspec run --stage vae`."""
+    import shutil
+    import subprocess
+
+    trained: dict[str, Path] = {}
+
+    def into(cwd: Path, name: str) -> Path:
+        if name not in trained:
+            folder = tmp_path_factory.mktemp(f"smoke-vae-{name}")
+            out = subprocess.run([sys.executable, "-m", "flowspec.cli", "run", str(ROOT / f"specs/{name}.yaml"),
+                                  "--profile", "smoke", "--stage", "vae"], cwd=folder, capture_output=True, text=True,
+                                 timeout=600)
+            assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+            (trained[name],) = (folder / "runs" / name).glob("vae-*")
+        target = cwd / "runs" / name / trained[name].name
+        shutil.copytree(trained[name], target)
+        return target
+
+    return into

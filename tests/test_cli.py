@@ -55,25 +55,26 @@ def dump(name, cwd=ROOT):
 
 # What each pass adds, seen in its dump and not in the dump of the pass before it.
 PASS_EFFECTS = {
-    "load": lambda f: f["stages"][1]["steps"] == 20000 and "profiles" in f and "output_dir" not in f,
-    "migrate": lambda f: f["flowspec"] == 1 and f["stages"][1]["steps"] == 20000,
-    "profile": lambda f: f["stages"][1]["steps"] == 4 and f["model"]["preset"] == "tiny",
-    "overrides": lambda f: f["stages"][1]["steps"] == 3 and "data" not in f["stages"][0],
-    "inherit": lambda f: f["stages"][0]["data"]["source"]["kind"] == "shapes",
+    "load": lambda f: f["stages"][2]["steps"] == 20000 and "profiles" in f and "output_dir" not in f,
+    "migrate": lambda f: f["flowspec"] == 1 and f["stages"][2]["steps"] == 20000,
+    "profile": lambda f: f["stages"][2]["steps"] == 4 and f["model"]["preset"] == "tiny",
+    "overrides": lambda f: f["stages"][2]["steps"] == 3 and "data" not in f["stages"][1],
+    "inherit": lambda f: f["stages"][1]["data"]["source"]["kind"] == "shapes",
     "validate": lambda f: f["spec"]["output_dir"] == "runs" and f["warnings"] == [],
     "check": lambda f: any("cfg_dropout" in w for w in f["warnings"]),
-    "lower": lambda f: len(f["stages"]) == 5 and f["stages"][1]["ops"][0]["op"] == "load_model",
-    "select": lambda f: [s["name"] for s in f["stages"]] == ["pretrain", "sft"] and not f["resolved"],
+    "lower": lambda f: len(f["stages"]) == 6 and f["stages"][1]["ops"][0]["op"] == "load_model",
+    "select": lambda f: [s["name"] for s in f["stages"]] == ["vae", "pretrain", "sft"] and not f["resolved"],
     "resolve": lambda f: f["resolved"] and all(op["missing"] is None for s in f["stages"] for op in s["ops"]),
-    "cache": lambda f: [s["cache"] for s in f["stages"]] == ["hit", "miss"],
+    "cache": lambda f: [s["cache"] for s in f["stages"]] == ["hit", "hit", "miss"],
 }
 
 
 def test_dump_after_each_pass_shows_that_pass_at_work(tmp_path, root):
     assert tuple(PASS_EFFECTS) == PASS_NAMES
-    finished = tmp_path / dump("lower")["stages"][0]["run_dir"]
-    finished.mkdir(parents=True)
-    (finished / "DONE").write_text("{}")  # the `cache` pass finds the finished pretrain stage
+    for stage in dump("lower")["stages"][:2]:  # the `cache` pass finds the finished vae and pretrain stages
+        finished = tmp_path / stage["run_dir"]
+        finished.mkdir(parents=True)
+        (finished / "DONE").write_text("{}")
     previous = None
     for name, effect in PASS_EFFECTS.items():
         form = dump(name, cwd=tmp_path)
@@ -96,9 +97,10 @@ def test_dump_after_unknown_pass():
 
 
 @pytest.mark.slow  # the two headline chains, eight stages (about a minute and a half): with the slow tests
-@pytest.mark.parametrize("name,stages", [("sdxl_like", ("pretrain", "sft", "dpo", "subject_lora", "lcm")),
-                                         ("sd3_like", ("pretrain", "grpo", "reflow"))])
-def test_a_headline_smoke_chain_runs_every_stage_locally(tmp_path, root, name, stages):
+@pytest.mark.parametrize("name,stages", [("sdxl_like", ("vae", "pretrain", "sft", "dpo", "subject_lora", "lcm")),
+                                         ("sd3_like", ("vae", "pretrain", "grpo", "reflow"))])
+def test_a_headline_smoke_chain_runs_every_stage_locally(tmp_path, root, name, stages, smoke_vae):
+    smoke_vae(tmp_path, name)  # its first stage, trained by the same command once per session
     code, out, err = run_cli("run", str(root / f"specs/{name}.yaml"), "--profile", "smoke", cwd=tmp_path)
     assert code == 0 and "Traceback" not in err, err
     for stage in stages:

@@ -77,14 +77,14 @@ _MEASURED: dict = {}
 
 
 def first_stage(spec: str, *sets: str):
-    """(plan, estimate of its first stage), the model measured once per test session (the measure does not depend
+    """(plan, estimate of its pretrain stage, the first after the autoencoder), the model measured once per test session (the measure does not depend
     on model.gradient_checkpointing, which the variants change)."""
     from flowspec.runtime.estimate import _Measured, estimate_stage
 
     plan = compile_spec(spec, None, list(sets))
     key = plan.spec.model.model_copy(update={"gradient_checkpointing": False}).model_dump_json()
     measured = _MEASURED.setdefault(key, _Measured(plan.spec.model))
-    return plan, estimate_stage(plan, plan.stages[0], measured)
+    return plan, estimate_stage(plan, plan.stage("pretrain"), measured)
 
 
 def test_memory_grows_with_micro_batch_and_shrinks_with_checkpointing(root):
@@ -139,7 +139,7 @@ def test_sharding_shares_the_states_over_the_devices_and_plan_says_which_fits(ro
 
     plan = estimate_plan(compile_spec(str(root / "specs/sd3_like.yaml"), None, ["executor.gpu=a100_40gb"]))
     none = plan.stage("pretrain").estimate
-    stage, model = plan.spec.stages[0], plan.spec.model
+    stage, model = plan.spec_stage("pretrain"), plan.spec.model
     assert none.devices == 64 and stage.train.sharding == "none"
     measured = _Measured(model)
     # fsdp shards each transformer block on its own; the rest (embeddings, output layers, text encoder) is the root's.
@@ -166,7 +166,7 @@ def test_auto_checkpointing_picks_the_fewest_blocks_that_fit_the_declared_device
     seen = {}
     for gpu in ("rtx4090", "h100", "h200"):
         plan, estimate = first_stage(spec, "model.gradient_checkpointing=auto", f"executor.gpu={gpu}")
-        stage = plan.spec.stages[0]
+        stage = plan.spec_stage("pretrain")
         measured = next(iter(_MEASURED.values()))
         footprint = footprint_of(stage, measured, estimate.params_trainable, cost_of(stage, str(root / "specs")))
         count, limit = len(footprint.activations.regions), ACCELERATORS[gpu].memory_gib

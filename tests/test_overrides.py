@@ -119,16 +119,16 @@ def validated(path, profile, sets, executor):
 def test_executor_kind_is_applied_before_set_so_its_keys_can_be_set(root):
     spec = validated(str(root / "specs/sdxl_like.yaml"), "smoke", ["executor.gpus_per_node=4"], "slurm")
     assert [(s.name, s.executor.kind, s.executor.gpus_per_node) for s in spec.stages] == [
-        (name, "slurm", 4) for name in ("pretrain", "sft", "dpo", "subject_lora", "lcm")]
+        (name, "slurm", 4) for name in ("vae", "pretrain", "sft", "dpo", "subject_lora", "lcm")]
     assert spec.executor.gpu == "cpu"  # the smoke profile's gpu, a key both kinds have, is kept
 
 
 def test_the_old_kinds_keys_are_dropped_unless_set_on_the_command_line(root):
-    spec = validated(str(root / "specs/sdxl_like.yaml"), None, [], "local")  # subject_lora's own block: {nodes: 1}
+    spec = validated(str(root / "specs/sdxl_like.yaml"), None, [], "local")  # vae's and subject_lora's: {nodes: 1}
     assert {(s.executor.kind, s.executor.gpu) for s in spec.stages} == {("local", "h100")}
     with pytest.raises(SpecError) as info:
         compile_spec(str(root / "specs/sdxl_like.yaml"), "smoke", ["executor.devices=2"], executor="slurm")
-    assert str(info.value.issues[0]) == ("--set executor.devices=2: stages.pretrain.executor.devices: "
+    assert str(info.value.issues[0]) == ("--set executor.devices=2: stages.vae.executor.devices: "
                                          "unknown key 'devices'")
 
 

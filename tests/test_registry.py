@@ -16,10 +16,11 @@ from .conftest import ROOT
 EVERY_KIND = """\
 flowspec: 1
 name: every
-model: {kind: mmdit, preset: tiny, latent: {kind: pixel}, config: {in_channels: 3, out_channels: 3, sample_size: 32}}
+model: {kind: mmdit, preset: tiny, latent: {kind: vae, preset: tiny, from: autoencoder}}
 data: {source: {kind: shapes}, curriculum: [{at_step: 0, resolution: 32}]}
 train: {global_batch: 8}
 stages:
+  - {name: autoencoder, kind: autoencoder, steps: 10}
   - {name: pretrain, kind: pretrain, steps: 10, aux_losses: [{kind: repa, depth: 1}]}
   - {name: finetune, kind: finetune, from: pretrain, steps: 10}
   - {name: dreambooth, kind: dreambooth, from: finetune, steps: 10, instance_data: {kind: shapes, num_images: 4},

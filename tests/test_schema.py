@@ -43,7 +43,7 @@ def test_stage_union_holds_exactly_the_life_cycle_kinds():
     members = [typing.get_args(m)[0] for m in typing.get_args(typing.get_args(Stage)[0])]
     kinds = [typing.get_args(m.model_fields["kind"].annotation)[0] for m in members]
     assert tuple(kinds) == STAGE_KINDS == (
-        "pretrain", "finetune", "dreambooth", "reward_feedback", "flow_grpo", "diffusion_dpo",
+        "autoencoder", "pretrain", "finetune", "dreambooth", "reward_feedback", "flow_grpo", "diffusion_dpo",
         "progressive_distill", "reflow", "consistency_distill", "adversarial_distill", "distribution_matching", "custom")
 
 

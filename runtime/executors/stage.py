@@ -142,7 +142,7 @@ class StageRun:
             cache.flush()
             summary.setdefault("caches", {})[cache.folder.name] = cache.stats()
         (self.run_dir / "results.json").write_text(json.dumps(summary, indent=2))
-        resolved = {"model": self.plan.spec.model.model_dump(mode="json", by_alias=True),
+        resolved = {"model": self.plan.model_spec().model_dump(mode="json", by_alias=True),  # the VAE it loaded
                     "stage": self.stage.model_dump(mode="json", by_alias=True)}
         (self.run_dir / "resolved.json").write_text(json.dumps(resolved, indent=2))
         loss_plot(self.run_dir)

@@ -32,7 +32,9 @@ def build_vae(latent_spec, device: str | torch.device | None = None) -> nn.Modul
         return None
     from diffusers import AutoencoderKL
 
-    config = AutoencoderKL.load_config(latent_spec.path) if latent_spec.path else latent_spec.config()
+    # A VAE an autoencoder stage trains (`from`) has the preset's shape, and may not be trained yet.
+    folder = latent_spec.path if latent_spec.from_ is None else None
+    config = AutoencoderKL.load_config(folder) if folder else latent_spec.config()
     with torch.device(device or "cpu"):
         return AutoencoderKL.from_config(config)
 

@@ -1,6 +1,7 @@
 """The space the denoiser works in: pixels (or 2-D points) as they are, or a frozen VAE's latents."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -84,8 +85,20 @@ def build_codec(latent_spec, device=None) -> nn.Module:
         return PixelCodec()
     from diffusers import AutoencoderKL
 
+    if latent_spec.from_ is not None and not (Path(latent_spec.path or "") / "config.json").is_file():
+        raise RuntimeError(f"the latent space is the VAE autoencoder stage '{latent_spec.from_}' trains, which has "
+                           f"not finished (no {latent_spec.path}): run that stage first")
     if latent_spec.path:
         vae = AutoencoderKL.from_pretrained(latent_spec.path)
     else:
         vae = AutoencoderKL(**latent_spec.config())
     return VAECodec(vae.to(device or "cpu"))
+
+
+def untrained(model_spec):
+    """The model spec with a VAE an autoencoder stage would train (model.latent.from) replaced by a random one of
+    the same shape: what a benchmark of data or step speed builds without training the VAE first."""
+    latent = model_spec.latent
+    if latent.kind != "vae" or latent.from_ is None:
+        return model_spec
+    return model_spec.model_copy(update={"latent": latent.model_copy(update={"from_": None, "path": None})})

@@ -54,10 +54,12 @@ class VisionEncoder(nn.Module):
         """Pixel size the images are resized to so that the native stride yields `grid`."""
         return grid[0] * self.stride, grid[1] * self.stride
 
-    def patch_features(self, images: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
-        """(B, 3, H, W) in [-1, 1] -> (B, gh*gw, feature_dim); grid defaults to grid_for(H, W)."""
+    def patch_features(self, images: torch.Tensor, grid: tuple[int, int] | None = None,
+                       grad: bool = False) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] -> (B, gh*gw, feature_dim); grid defaults to grid_for(H, W). grad: gradients
+        flow back to `images` (a perceptual loss), through the frozen weights."""
         gh, gw = tuple(grid) if grid is not None else self.grid_for(*images.shape[-2:])
-        with torch.no_grad():
+        with torch.enable_grad() if grad else torch.no_grad():
             pixels = _resize(images.to(self.mean.device, torch.float32), self.input_size((gh, gw)))
             pixels = ((pixels.clamp(-1, 1) + 1) / 2 - self.mean) / self.std
             tokens = self.encode(pixels.to(self.dtype))

@@ -17,7 +17,10 @@ from .context import StageContext, data_error, split_batch
 def data(ctx: StageContext, params: dict) -> None:
     stage = ctx.stage
     micro, ctx.accumulation = split_batch(stage, ctx.dist.world, ctx.stage_plan.loc)
-    multiple = latent_multiple(ctx.bundle) if ctx.spec.model.kind != "mlp" else 1
+    if ctx.bundle is None:  # an autoencoder stage: its VAE's downsampling alone
+        multiple = ctx.spec.model.latent.factor()
+    else:
+        multiple = latent_multiple(ctx.bundle) if ctx.spec.model.kind != "mlp" else 1
     ctx.stream = BatchStream(stage.data, ctx.seed, micro, ctx.accumulation, multiple, ctx.dist.rank, ctx.dist.world,
                              spec_dir(ctx.plan))
     if ctx.dist.main:
@@ -78,6 +81,8 @@ def attach_caches(ctx: StageContext) -> None:
     from ..models.text import PretrainedTextEncoder
 
     settings, bundle = ctx.stage.data.cache, ctx.bundle
+    if bundle is None:
+        return
     if settings.latents and isinstance(bundle.codec, VAECodec):
         bundle.codec.cache = ContentCache(settings.dir, "latents")
         ctx.caches.append(bundle.codec.cache)

@@ -13,7 +13,7 @@ from .context import StageContext
 
 @op("load_model")
 def load_model(ctx: StageContext, params: dict) -> None:
-    ctx.bundle = build_bundle(ctx.spec.model, ctx.seed, ctx.device)
+    ctx.bundle = build_bundle(ctx.plan.model_spec(), ctx.seed, ctx.device)
     ctx.base = load_weights(ctx, ctx.bundle, ctx.stage.from_)
     setting = ctx.spec.model.gradient_checkpointing
     if setting == "auto":  # the plan's choice for this stage on its declared accelerator
@@ -74,7 +74,7 @@ def frozen_model(ctx: StageContext, name: str | None, role: str):
         else:
             if "/" in name:
                 check_family(ctx, Path(name), role)
-            model = build_bundle(ctx.spec.model, ctx.seed, ctx.device)
+            model = build_bundle(ctx.plan.model_spec(), ctx.seed, ctx.device)
             load_weights(ctx, model, name)
             freeze(model)
         digest, how = fingerprint(model), f"a frozen copy of {name}"

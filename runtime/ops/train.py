@@ -28,8 +28,11 @@ def train(ctx: StageContext, params: dict) -> None:
                                f"{exc}; start it afresh with --fresh")]) from None
     if ctx.trainer.shards is not None:  # the later ops (samples, evaluation, export) take ordinary modules
         plain = ctx.trainer.unshard()
-        ctx.bundle.denoiser = plain["denoiser"]
-        ctx.bundle.text_encoder = plain.get("text_encoder", ctx.bundle.text_encoder)
+        if ctx.bundle is None:
+            ctx.autoencoder = plain["vae"]
+        else:
+            ctx.bundle.denoiser = plain["denoiser"]
+            ctx.bundle.text_encoder = plain.get("text_encoder", ctx.bundle.text_encoder)
     for role, shards in ctx.frozen_shards.items():  # a distillation report samples the teacher on rank 0
         for name, module in shards.plain().items():
             setattr(getattr(ctx, role), name, module.to(ctx.device))
@@ -63,15 +66,17 @@ def build_trainer(ctx: StageContext, params: dict) -> Trainer:
     cls = objective_class(params["objective"], spec_dir(ctx.plan))
     options = cls.Options.model_validate(ctx.stage.objective_options() or {}) if cls.Options is not None else None
     objective = cls(ctx, options)
-    hooks = LoopHooks(on_samples=isolated(lambda step: sample_grid(ctx, step)),
+    draw = ctx.grid or sample_grid
+    hooks = LoopHooks(on_samples=isolated(lambda step: draw(ctx, step)),
                       on_checkpoint=[lambda step: [c.flush() for c in ctx.caches]])
     if ctx.gold is not None:
         hooks.on_resume.append(ctx.gold.resume_at)
         hooks.should_finish = ctx.gold.should_finish
     if ctx.dist.main:
         ctx.wandb = start_wandb(ctx, hooks)
-    prepare_denoiser(ctx)
-    modules = {**ctx.bundle.trainable_modules(), **objective.modules()}
+    if ctx.bundle is not None:  # an autoencoder stage trains its objective's VAE alone
+        prepare_denoiser(ctx)
+    modules = {**(ctx.bundle.trainable_modules() if ctx.bundle is not None else {}), **objective.modules()}
     trainer = Trainer(loop_config(ctx), modules, objective, ctx.stage.train, ctx.stage.optimizer, hooks, ctx.dist,
                       ctx.stop_requested)
     if trainer.shards is not None:

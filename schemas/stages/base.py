@@ -50,6 +50,7 @@ class StageBase(Block):
     reads: ClassVar[tuple[str, ...]] = ()  # fields naming an earlier stage it loads; omitted, they mean `from`
     objective: ClassVar[str] = ""  # the runtime objective its `train` op runs
     generates: ClassVar[bool] = False  # generates images from prompts (so a prompt_enhancer applies)
+    trains: ClassVar[str] = "denoiser"  # what it trains: the denoiser, or (an autoencoder stage) the latent VAE
 
     name: str = Field(pattern=NAME_PATTERN, description="Unique stage name (lower case, digits, _).")
     from_: str | None = Field(None, alias="from", description="Start from an earlier stage (its name) or a local "

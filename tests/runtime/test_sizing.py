@@ -29,12 +29,14 @@ def test_a_non_terminal_run_of_the_headline_spec_without_yes_is_refused_before_a
     out = subprocess.run([sys.executable, "-m", "flowspec.cli", "run", HEADLINE, "--stage", "pretrain", "--executor",
                           "local"], cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stdout.startswith("[pretrain] the spec sizes this stage for 4 nodes x 8 x h100 (slurm); here: 1 process "
+    # --stage pretrain runs the autoencoder stage it reads first: both are announced, in order
+    assert out.stdout.startswith("[vae] the spec sizes this stage for 1 node x 8 x h100 (slurm); here: 1 process "
                                  f"on a CPU with {os.cpu_count()} cores, measured "), out.stdout
+    assert "\n[pretrain] the spec sizes this stage for 4 nodes x 8 x h100 (slurm)" in out.stdout
     assert "(200,000 steps): about " in out.stdout and "years here (the plan: 994 GPU-hours on 32 x h100)" in out.stdout
     line = (root / HEADLINE).read_text().splitlines().index("  kind: slurm") + 1
     assert out.stderr.startswith(f"{HEADLINE}:{line}:3: executor: refused without --yes (not on a terminal, so nobody "
-                                 "was asked): pretrain (about "), out.stderr
+                                 "was asked): vae (about "), out.stderr
     assert "(--executor slurm), try the spec's version sized for one machine (--profile smoke)" in out.stderr
     assert not (tmp_path / "runs").exists()
 

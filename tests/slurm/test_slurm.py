@@ -158,7 +158,8 @@ def test_a_job_with_two_tasks_trains_data_parallel_like_two_local_processes(slur
 @pytest.mark.slow  # the two headline chains as SLURM jobs (about 4 minutes): with the slow tests
 @pytest.mark.parametrize("name,stages", [("sdxl_like", ("pretrain", "sft", "dpo", "subject_lora", "lcm")),
                                          ("sd3_like", ("pretrain", "grpo", "reflow"))])
-def test_a_headline_smoke_chain_runs_every_stage_as_chained_jobs(slurm_env, tmp_path, root, name, stages):
+def test_a_headline_smoke_chain_runs_every_stage_as_chained_jobs(slurm_env, tmp_path, root, name, stages, smoke_vae):
+    smoke_vae(tmp_path, name)  # the autoencoder stage finished (trained once per session): its jobs are the rest
     out = flowspec(slurm_env, "run", str(root / f"specs/{name}.yaml"), "--profile", "smoke", "--executor", "slurm",
                    "--wait", cwd=tmp_path, timeout=1200)
     assert out.returncode == 0, out.stdout + out.stderr
