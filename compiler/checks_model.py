@@ -172,16 +172,14 @@ def class_labels(spec: Spec) -> Iterator[Finding]:
             yield Finding(key, f"the shapes data has {len(SHAPES_CLASSES)} classes but the {model.kind} model's "
                           f"label table has {count}: set model.config.num_embeds_ada_norm: {len(SHAPES_CLASSES)}")
 
-
-
 @check
 def latent_source(spec: Spec) -> Iterator[Finding]:
     """model.latent.from names an autoencoder stage that runs before every stage using the latent space, and no
     denoiser stage loads an autoencoder stage's weights as its own."""
     latent, names = spec.model.latent, [s.name for s in spec.stages]
-    trains = {s.name: getattr(s, "trains", "denoiser") for s in spec.stages}
+    trains = {s.name: s.trains for s in spec.stages}
     source = latent.from_ if latent.kind == "vae" else None
-    if source is not None and latent.path is not None:  # (the compiler sets path from `from` after the checks)
+    if source is not None and latent.path is not None:
         yield Finding(("model", "latent", "path"), "give `path` (a trained VAE folder) or `from` (an autoencoder "
                       "stage that trains one), not both")
     if source is not None:

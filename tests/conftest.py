@@ -28,6 +28,14 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slurm") is not None or "slurm_env" in item.fixturenames)
 
 
+def unavailable(variable: str, what: str, reason: str, how: str):
+    """A fixture's machine-level prerequisite (a SLURM cluster, a browser) is missing: the test is skipped with the
+    reason, or fails where `variable`=1 demands the real thing (CI)."""
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{variable}=1 but the {what} is unavailable: {reason}")
+    pytest.skip(f"no {what}: {reason} ({how})")
+
+
 @pytest.fixture
 def root() -> Path:
     return ROOT

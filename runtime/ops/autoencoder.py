@@ -40,7 +40,6 @@ def load_autoencoder(ctx: StageContext, params: dict) -> None:
         vae = AutoencoderKL.from_pretrained(str(folder))
         ctx.base = str(folder.resolve())
     ctx.autoencoder = vae.to(ctx.device).train()
-    ctx.grid = reconstruction_grid
 
 
 def held_out(ctx: StageContext, count: int, first_step: int):
@@ -115,8 +114,7 @@ def latent_stats(ctx: StageContext, params: dict) -> None:
             eps = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean.device)
             latents.append((posterior.mean + posterior.std * eps).float().cpu())
     scale, shift = latent_normalisation(latents)
-    ctx.latent_scale = {"scaling_factor": scale, "shift_factor": shift}
-    ctx.results["latent"] = {**ctx.latent_scale, "images": sum(len(z) for z in latents)}
+    ctx.results["latent"] = {"scaling_factor": scale, "shift_factor": shift, "images": sum(len(z) for z in latents)}
     print(f"[{ctx.label}] latent normalisation over {ctx.results['latent']['images']} images: shift_factor "
           f"{shift:.4g}, scaling_factor {scale:.4g}", flush=True)
 
@@ -128,7 +126,8 @@ def export_autoencoder(ctx: StageContext, params: dict) -> None:
     folder = ctx.run_dir / "model"
     with ctx.weights_for_export():
         vae = ctx.autoencoder
-        vae.register_to_config(**ctx.latent_scale)
+        latent = ctx.results["latent"]  # latent_stats' measure
+        vae.register_to_config(scaling_factor=latent["scaling_factor"], shift_factor=latent["shift_factor"])
         vae.save_pretrained(str(folder))
     (folder / "flowspec.json").write_text(json.dumps({"stage": ctx.stage.name, **ctx.results.get("eval", {})},
                                                      indent=2))

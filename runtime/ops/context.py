@@ -51,8 +51,6 @@ class StageContext:
     caches: list = field(default_factory=list)  # content-keyed caches to flush at checkpoints
     trainer: Any = None  # train: runtime/train/loop.py Trainer
     autoencoder: Any = None  # load_autoencoder: the AutoencoderKL an autoencoder stage trains (no bundle then)
-    grid: Any = None  # load_autoencoder: fn(ctx, step) drawing the stage's grid in place of samples (reconstructions)
-    latent_scale: dict = field(default_factory=dict)  # latent_stats: the VAE's scaling_factor and shift_factor
     wandb: Any = None
     results: dict = field(default_factory=dict)  # evaluate, data reports: go to results.json
 

