@@ -85,7 +85,8 @@ def test_the_toy_distillation_benchmark_runs(tmp_path):
     assert "best 1-step student:" in out.stdout
 
 
-@pytest.mark.slow  # the quick start's two stages at their smoke sizes and five tiny students: about a minute
+@pytest.mark.slow  # the quick start's two stages at their smoke sizes and five tiny students: minutes
+@pytest.mark.extended  # the kinds are distilled in tests/runtime/test_distillation.py and the smoke chains
 def test_the_shapes_distillation_benchmark_runs(tmp_path):
     out = subprocess.run([sys.executable, "benchmarks/distill_shapes.py", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=900)

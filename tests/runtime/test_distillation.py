@@ -69,7 +69,7 @@ def test_a_progressive_run_killed_in_its_second_round_resumes_bitwise(finished, 
 
 
 @pytest.mark.slow  # three more kill-and-resume runs: with the slow tests, to keep the default run under budget
-@pytest.mark.parametrize("stage", ["lcm", "add", "dmd"])
+@pytest.mark.parametrize("stage", ["lcm", pytest.param("add", marks=pytest.mark.extended), pytest.param("dmd", marks=pytest.mark.extended)])
 def test_a_run_killed_mid_stage_resumes_bitwise_with_its_extra_state(finished, tmp_path, stage):
     line = next(line for line in KINDS.splitlines(keepends=True) if f"name: {stage}," in line)
     resumed = kill_and_resume(tmp_path, BASE + line, "toy", stage, step=5)

@@ -140,8 +140,9 @@ def second_stage(tmp_path, stage: str, offload: bool) -> tuple:
 
 
 @pytest.mark.slow  # two runs of a pretrain and a second stage, one on two processes: about a minute
-@pytest.mark.parametrize("stage,offload", [("dpo", False), ("dpo", True), ("reflow", True), ("prog", False),
-                                           ("lcm", True)])
+@pytest.mark.parametrize("stage,offload", [("dpo", False), pytest.param("dpo", True, marks=pytest.mark.extended),
+                                           pytest.param("reflow", True, marks=pytest.mark.extended),
+                                           pytest.param("prog", False, marks=pytest.mark.extended), ("lcm", True)])
 def test_a_stage_with_its_frozen_copy_sharded_gives_the_weights_of_one_unsharded_process(tmp_path, stage, offload):
     """DPO's reference or a distillation stage's teacher is sharded beside the trained model (its shards in CPU
     memory under offload_frozen), the student's snapshots (progressive's round teacher, consistency's target)
@@ -166,7 +167,7 @@ def test_a_stage_with_its_frozen_copy_sharded_gives_the_weights_of_one_unsharded
 
 
 @pytest.mark.slow  # two runs of a pretrain and a second stage, one on two processes
-@pytest.mark.parametrize("stage", ["rf", "grpo", "add", "dmd"])
+@pytest.mark.parametrize("stage", ["rf", "grpo", pytest.param("add", marks=pytest.mark.extended), "dmd"])
 def test_the_kinds_that_sample_the_policy_or_train_a_second_model_give_the_weights_of_one_process(tmp_path, stage):
     """Reward feedback and Flow-GRPO sample from the sharded policy (every rank gathers each block in turn);
     Flow-GRPO's reference (a frozen copy of the start) and ADD's and DMD's teachers are sharded with their shards
@@ -216,6 +217,7 @@ def test_a_sharded_stage_with_gold_keeps_the_history_and_the_best_weights_of_one
 
 
 @pytest.mark.slow  # three runs, two of them on two processes
+@pytest.mark.extended
 def test_a_sharded_progressive_stage_killed_in_its_second_round_resumes_bitwise(tmp_path):
     """The round teacher (a snapshot of the student's shards) is gathered into the checkpoint and sharded again."""
     _, plain = second_stage(tmp_path, "prog", False)
@@ -259,7 +261,7 @@ def test_a_sharded_run_killed_after_a_checkpoint_resumes_bitwise(tmp_path):
 
 
 @pytest.mark.slow  # 4 processes on the 2 cores of CI: 80 s
-@pytest.mark.parametrize("then", ["fsdp", "none"])
+@pytest.mark.parametrize("then", ["fsdp", pytest.param("none", marks=pytest.mark.extended)])
 def test_a_run_started_on_four_sharded_processes_resumes_on_two(tmp_path, then):
     """Gathered checkpoints: any number of processes, sharded or not (sharding is outside the stage's hash)."""
     run(tmp_path / "one", TOY_SHARDED, "--set", UNSHARDED)

@@ -12,7 +12,8 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec,name,stage", [("sdxl_like", "sdxl_like", "dpo"), ("sd3_like", "sd3_like", "grpo"),
+@pytest.mark.parametrize("spec,name,stage", [  # the first two stages run in the headline chains too
+    pytest.param("sdxl_like", "sdxl_like", "dpo", marks=pytest.mark.extended), pytest.param("sd3_like", "sd3_like", "grpo", marks=pytest.mark.extended),
                                              ("quickstart_preference", "quickstart", "grpo")])
 def test_the_smoke_profiles_run_their_preference_stages(tmp_path, spec, name, stage, smoke_vae):
     shutil.copy(ROOT / "specs" / f"{spec}.yaml", tmp_path / "spec.yaml")

@@ -65,7 +65,7 @@ def test_a_two_stage_chain_runs_as_dependent_jobs_and_finished_stages_are_not_re
 # With the slow tests (about 2.5 minutes for the four; the default run must stay under 20 minutes on 2 cores).
 @pytest.mark.slow
 @pytest.mark.parametrize("timeout,tasks,sharding", [
-    (False, 1, "none"), (True, 1, "none"), (False, 2, "none"),
+    (False, 1, "none"), (True, 1, "none"), pytest.param(False, 2, "none", marks=pytest.mark.extended),
     # the checkpoint at the signal gathered from both tasks' shards, loaded into new shards after the requeue
     (False, 2, "fsdp")],
     ids=["preempted", "time-limit", "preempted-2-tasks", "preempted-2-tasks-sharded"])
@@ -157,7 +157,7 @@ def test_a_job_with_two_tasks_trains_data_parallel_like_two_local_processes(slur
 
 @pytest.mark.slow  # the two headline chains as SLURM jobs (about 4 minutes): with the slow tests
 @pytest.mark.parametrize("name,stages", [("sdxl_like", ("pretrain", "sft", "dpo", "subject_lora", "lcm")),
-                                         ("sd3_like", ("pretrain", "grpo", "reflow"))])
+                                         pytest.param("sd3_like", ("pretrain", "grpo", "reflow"), marks=pytest.mark.extended)])
 def test_a_headline_smoke_chain_runs_every_stage_as_chained_jobs(slurm_env, tmp_path, root, name, stages, smoke_vae):
     smoke_vae(tmp_path, name)  # the autoencoder stage finished (trained once per session): its jobs are the rest
     out = flowspec(slurm_env, "run", str(root / f"specs/{name}.yaml"), "--profile", "smoke", "--executor", "slurm",
