@@ -47,7 +47,8 @@ def test_the_gpu_step_benchmark_compares_the_same_work(tmp_path):
         assert ours["plan_memory_gib"] >= 0 and ours["plan_step_s"] > 0
 
 
-@pytest.mark.slow  # six small stages and five models sampled: about a minute and a half
+@pytest.mark.slow  # six small stages and five models sampled: about two minutes
+@pytest.mark.extended  # DreamBooth's stages are checked in tests/runtime/test_dreambooth.py
 def test_the_dreambooth_benchmark_runs(tmp_path):
     out = subprocess.run([sys.executable, "benchmarks/dreambooth_toy.py", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=900)
@@ -67,7 +68,8 @@ def test_the_preference_benchmark_runs(tmp_path):
     assert "hack (rewarded off the data, gold = the four modes): stopped at step" in out.stdout
 
 
-@pytest.mark.slow  # the quick start's two stages at their smoke sizes, four tiny preference stages, few samples
+@pytest.mark.slow  # the quick start's two stages at their smoke sizes, four tiny preference stages: 5-7 minutes
+@pytest.mark.extended  # the kinds run in tests/runtime (test_flow_grpo, ...) and the quick-start GRPO smoke profile
 def test_the_shapes_preference_benchmark_runs(tmp_path):
     out = subprocess.run([sys.executable, "benchmarks/preference_shapes.py", "--smoke", "--out", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True, timeout=900)
