@@ -140,7 +140,8 @@ def second_stage(tmp_path, stage: str, offload: bool) -> tuple:
 
 
 @pytest.mark.slow  # two runs of a pretrain and a second stage, one on two processes: about a minute
-@pytest.mark.parametrize("stage,offload", [("dpo", False), pytest.param("dpo", True, marks=pytest.mark.extended),
+@pytest.mark.parametrize("stage,offload", [pytest.param("dpo", False, marks=pytest.mark.extended),
+                                           pytest.param("dpo", True, marks=pytest.mark.extended),
                                            pytest.param("reflow", True, marks=pytest.mark.extended),
                                            pytest.param("prog", False, marks=pytest.mark.extended), ("lcm", True)])
 def test_a_stage_with_its_frozen_copy_sharded_gives_the_weights_of_one_unsharded_process(tmp_path, stage, offload):

@@ -161,6 +161,7 @@ def test_a_killed_rank_fails_the_job_naming_it_and_a_rerun_resumes_exactly(two_n
     finish_and_compare(two_nodes, plain, hit)
 
 
+@pytest.mark.extended  # the killed rank's test covers the failed job, its name and the exact rerun
 def test_a_node_that_fails_is_named_and_the_stage_resumes_exactly(two_nodes, tmp_path):
     plain, hit = start_both(two_nodes, tmp_path, plain_first=True)
     assert cluster("node-down", "2").returncode == 0

@@ -67,7 +67,7 @@ def test_a_two_stage_chain_runs_as_dependent_jobs_and_finished_stages_are_not_re
 @pytest.mark.parametrize("timeout,tasks,sharding", [
     (False, 1, "none"), (True, 1, "none"), pytest.param(False, 2, "none", marks=pytest.mark.extended),
     # the checkpoint at the signal gathered from both tasks' shards, loaded into new shards after the requeue
-    (False, 2, "fsdp")],
+    pytest.param(False, 2, "fsdp", marks=pytest.mark.extended)],
     ids=["preempted", "time-limit", "preempted-2-tasks", "preempted-2-tasks-sharded"])
 def test_a_preempted_stage_requeues_and_ends_with_the_weights_of_an_uninterrupted_run(slurm_env, tmp_path, timeout,
                                                                                       tasks, sharding):
