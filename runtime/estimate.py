@@ -129,6 +129,20 @@ def estimate_plan(plan: Plan) -> Plan:
     return plan
 
 
+def with_estimates(plan: Plan) -> Plan:
+    """The plan with each stage still to run estimated (a stage already estimated keeps its estimate): what a
+    run checks its size against, and writes into the stage folder for its report."""
+    from ..compiler.lower import cache_status
+
+    measured = None
+    for stage_plan in plan.stages:
+        if stage_plan.estimate is None and cache_status(stage_plan.run_dir) != "hit":
+            measured = measured or _Measured(plan.spec.model)
+            plan = plan.replace_stage(dataclasses.replace(stage_plan, estimate=estimate_stage(plan, stage_plan,
+                                                                                              measured)))
+    return plan
+
+
 def data_report(plan: Plan, stage_plan: StagePlan) -> list[dict]:
     """Images per aspect bucket, repeats and drops of every curriculum phase, as training will see them."""
     from .data.stream import BatchStream

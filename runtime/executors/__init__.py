@@ -77,7 +77,9 @@ def preflight(plan: Plan, fresh: bool, world: int | None) -> None:
 
 def run_plan(plan: Plan, fresh: bool = False, stages: list[str] | None = None, executor: str | None = None,
              nproc: int | None = None, wait: bool = False, yes: bool = False) -> int:
-    plan = runnable(plan, stages)
+    from ..estimate import with_estimates
+
+    plan = with_estimates(runnable(plan, stages))  # each stage folder keeps its estimate for the report
     kind = executor_kind(plan, executor)
     if kind == "slurm":
         if nproc:

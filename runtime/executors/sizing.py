@@ -95,16 +95,17 @@ def check_size(plan: Plan, devices: int, yes: bool, interactive: bool | None = N
                ask: Callable[[str], str] = input) -> None:
     """Print, for each stage to run that the spec sized for more than this machine (or that would run for
     over CONFIRM_ABOVE_S here), what it declares against what is here and its time here. Stages over the
-    limit start only with `yes`, or after a yes on a terminal; otherwise SpecError at the stage's executor."""
-    from ..estimate import _Measured, estimate_stage
+    limit start only with `yes`, or after a yes on a terminal; otherwise SpecError at the stage's executor.
+    The plan's stages carry their estimates when run_plan made it (runtime/estimate.py with_estimates)."""
+    from ..estimate import with_estimates
 
+    plan = with_estimates(plan)
     todo = [s for s in plan.stages if cache_status(s.run_dir) != "hit"]
     if not todo:
         return
-    here, measured, long = measure_here(devices), _Measured(plan.spec.model), []
+    here, long = measure_here(devices), []
     for stage_plan in todo:
-        declared = plan.declared_executor(stage_plan.name)
-        estimate = estimate_stage(plan, stage_plan, measured)
+        declared, estimate = plan.declared_executor(stage_plan.name), stage_plan.estimate
         seconds = estimate.train_flops / (here.tflops * 1e12 * PROBE_SHARE * here.parallel)
         if not (sized_for_more(declared, here) or seconds > CONFIRM_ABOVE_S):
             continue

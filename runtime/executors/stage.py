@@ -3,6 +3,7 @@ order on one StageContext, and the finished marker. Nothing here depends on the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -23,6 +24,7 @@ from ..report.summary import loss_plot, write_report
 from ..train.checkpoint import latest_checkpoint, read_identity, spec_differences, write_identity
 
 LOCK_FILE = ".lock"
+ESTIMATE = "estimate.json"  # read by the report (runtime/report/collect.py)
 
 
 def identity(plan: Plan, stage_plan: StagePlan) -> dict:
@@ -108,6 +110,7 @@ class StageRun:
         every rank leaves together."""
         if self.dist.main:
             write_identity(self.run_dir, identity(self.plan, self.stage_plan))
+            self.write_estimate()
         self.dist.barrier()
         started = time.time()
         ctx = StageContext(stage=self.stage, seed=self.stage_plan.seed, device=self.device, plan=self.plan,
@@ -125,6 +128,14 @@ class StageRun:
         finally:
             if ctx.wandb is not None:
                 ctx.wandb.finish()
+
+    def write_estimate(self) -> None:
+        """The plan's estimate of this stage (FLOPs, memory, GPU-hours on the declared hardware), for the
+        report to set beside what the run measured; a stage run without one (the Python API) writes none."""
+        if self.stage_plan.estimate is not None:
+            tmp = self.run_dir / (ESTIMATE + ".tmp")
+            tmp.write_text(json.dumps(dataclasses.asdict(self.stage_plan.estimate), indent=2))
+            os.replace(tmp, self.run_dir / ESTIMATE)
 
     @contextlib.contextmanager
     def data_errors(self):

@@ -44,7 +44,9 @@ def run_sweep(sweep: Sweep, fresh: bool = False, executor: str | None = None, np
     from ..report.html import report_after_sweep
     from . import executor_kind, preflight, report, runnable
 
-    plans = [runnable(member.plan) for member in sweep.members]
+    from ..estimate import with_estimates
+
+    plans = [with_estimates(runnable(member.plan)) for member in sweep.members]
     kinds = {executor_kind(plan, executor) for plan in plans}
     if len(kinds) > 1:  # members differing only in their executor are refused as duplicates; this is the rest
         raise SpecError([Issue(Location(sweep.spec), "executor", "the sweep's runs would use different executors: "

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..train.logs import METRICS
 
 IDENTITY = "spec.json"  # written when a stage starts (runtime/train/checkpoint.py), so every stage folder has one
+ESTIMATE = "estimate.json"  # the plan's estimate, written beside it by `flowspec run` (runtime/executors/stage.py)
 SWEEP_MANIFEST = "sweep.json"
 WHAT_A_RUN_HOLDS = ("a run folder is <output_dir>/<name>/ as `flowspec run` writes it: one STAGE-HASH/ folder per "
                     "stage, each with spec.json (or a sweep folder with sweep.json)")
@@ -37,6 +38,7 @@ class Stage:
     resolved: dict | None = None
     samples: list[Path] = field(default_factory=list)
     distill_md: str | None = None
+    estimate: dict = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -118,7 +120,8 @@ def read_stage(folder: Path) -> Stage:
                  results=results, eval=_json(folder / "eval.json") or results.get("eval") or {},
                  metrics=metrics, resolved=_json(folder / "resolved.json"),
                  samples=sorted((folder / "samples").glob("step-*.png")),
-                 distill_md=distill.read_text() if distill.exists() else None)
+                 distill_md=distill.read_text() if distill.exists() else None,
+                 estimate=_json(folder / ESTIMATE) or {})
 
 
 def check_run(run_dir: Path) -> None:

@@ -91,7 +91,24 @@ def _plan_table(stages: list[Stage], here: Path) -> Raw:
                      "done" if s.done else "unfinished", train.get("global_batch"), optimizer.get("lr"), reads,
                      params, s.final_loss, link(relative(s.folder, here), s.folder.name)])
     return Raw("<h2>Plan</h2>" + table(["stage", "kind", "steps", "state", "batch", "lr", "reads (hash)",
-                                        "parameters (exported)", "final loss", "folder"], rows))
+                                        "parameters (exported)", "final loss", "folder"], rows) + _estimates(stages))
+
+
+def _estimates(stages: list[Stage]) -> str:
+    """What `flowspec plan` estimated for each stage on the hardware its spec declares (estimate.json)."""
+    rows = []
+    for s in stages:
+        e = s.estimate
+        if not e:
+            rows.append([s.name, "-", None, None, None, None, None, None])
+            continue
+        rows.append([s.name, f"{e['devices']} x {e['accelerator']}", e["params_total"], e["params_trainable"],
+                     f"{e['train_flops']:.3g}", round(e["memory_gib"], 3), f"{e['gpu_hours']:.3g}",
+                     f"{e['step_seconds']:.3g}"])
+    return ("<h3>Estimates</h3><p class=\"note\">The plan's, on each stage's declared hardware, written when the "
+            "stage started (estimate.json); '-' for a stage run without them.</p>" +
+            table(["stage", "declared hardware", "parameters", "trainable", "training FLOPs",
+                   "peak memory per device (GiB)", "device-hours", "seconds per step"], rows))
 
 
 def _timings(stages: list[Stage]) -> Raw:

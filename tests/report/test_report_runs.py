@@ -1,10 +1,14 @@
 """Reports of real runs: `flowspec run` ends with the report's path, and a sweep's page compares two real
 toy2d runs that differ in their learning rate."""
+import dataclasses
 import json
 import re
 from pathlib import Path
 
 import pytest
+
+from flowspec.compiler import compile_spec
+from flowspec.runtime.estimate import estimate_stage
 
 from ..runtime.helpers import TOY, flowspec, stage_dir, write_spec
 
@@ -30,6 +34,21 @@ def test_run_ends_with_the_report_path(tmp_path):
     assert stage_dir(tmp_path, "toy", "pretrain").name in text and 'id="finetune"' not in text
     again = flowspec("run", "spec.yaml", "--stage", "pretrain", "--set", "stages.pretrain.steps=10", cwd=tmp_path)
     assert "[pretrain] cached" in again.stdout and report_line(again.stdout, tmp_path) == page  # cached: written too
+
+
+def test_the_stage_keeps_the_plans_estimate_and_the_report_shows_it(tmp_path):
+    write_spec(tmp_path, TOY)
+    sets = ["stages.pretrain.steps=10", "stages.pretrain.train.global_batch=16"]
+    run = flowspec("run", "spec.yaml", "--stage", "pretrain", *[a for s in sets for a in ("--set", s)], cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    plan = compile_spec(str(tmp_path / "spec.yaml"), sets=sets)
+    expected = json.loads(json.dumps(dataclasses.asdict(estimate_stage(plan, plan.stage("pretrain")))))
+    kept = json.loads((stage_dir(tmp_path, "toy", "pretrain") / "estimate.json").read_text())
+    assert kept == expected and kept["train_flops"] > 0
+    estimates = report_line(run.stdout, tmp_path).read_text().split("<h3>Estimates</h3>")[1].split("</table>")[0]
+    row = re.findall(r"<tr>(.*?)</tr>", estimates)[1]
+    assert row.startswith("<td>pretrain</td>") and f"<td>{kept['train_flops']:.3g}</td>" in row
+    assert f"<td>{kept['gpu_hours']:.3g}</td>" in row and f"<td>{kept['devices']} x {kept['accelerator']}</td>" in row
 
 
 def test_sweep_page_over_two_real_runs(tmp_path, root):
