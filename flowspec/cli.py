@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check specs (and every profile) without importing torch")
     spec_args(p, many=True)
+    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                   help="check every run of this sweep, as `run --sweep` would make them (repeatable)")
     p.add_argument("--format", choices=["text", "github", "json"], default="text",
                    help="text: file:line:col lines; github: GitHub Actions annotations; json: one document on stdout")
     p = sub.add_parser("plan", help="print the compiled plan with parameter counts and cost estimates")
@@ -112,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_validate(args) -> int:
     from .compiler import SpecError, compile_spec
     from .compiler.errors import annotation, issue_json
+    from .compiler.sweep import expand
     from .compiler.yamlpos import load_file
 
     results = []
@@ -119,12 +122,14 @@ def cmd_validate(args) -> int:
         profiles = [args.profile] if args.profile else [None, *(load_file(path).get("profiles") or {})]
         for profile in profiles:
             try:
-                plan = compile_spec(path, profile, args.sets)
-                issues, stages = list(plan.warnings), [s.name for s in plan.stages]
+                plans = ([m.plan for m in expand(path, profile, args.sets, args.sweep).members] if args.sweep
+                         else [compile_spec(path, profile, args.sets)])
+                issues = list(dict.fromkeys(w for plan in plans for w in plan.warnings))
+                stages = [s.name for s in plans[0].stages]
             except SpecError as exc:
-                issues, stages = list(exc.issues), None
+                plans, issues, stages = [], list(exc.issues), None
             results.append({"spec": path, "profile": profile, "ok": stages is not None, "stages": stages,
-                            "issues": issues})
+                            "issues": issues, **({"runs": [p.spec.name for p in plans]} if args.sweep else {})})
     failed = sum(not r["ok"] for r in results)
     if args.format == "json":
         print(json.dumps({"ok": not failed, "results": [{**r, "issues": [issue_json(i) for i in r["issues"]]}
@@ -137,7 +142,8 @@ def cmd_validate(args) -> int:
                   else sys.stderr)
         if r["ok"]:
             count = len(r["stages"])
-            print(f"ok   {label} ({count} stage{'s' if count != 1 else ''}: {', '.join(r['stages'])})")
+            runs = f"{len(r['runs'])} sweep runs, " if "runs" in r else ""
+            print(f"ok   {label} ({runs}{count} stage{'s' if count != 1 else ''}: {', '.join(r['stages'])})")
         else:
             print(f"FAIL {label}", file=sys.stderr)
     return USER_ERROR if failed else 0

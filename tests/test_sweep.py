@@ -213,3 +213,16 @@ def test_an_arrays_pending_tasks_on_one_queue_line_each_get_its_state(monkeypatc
                sacct=answers("13_0|14|COMPLETED\n"))
     jobs = [Submitted("ft", job, "", "") for job in ("12_0", "12_1", "12_2", "13_0")]
     assert job_states(jobs) == {"12_0": "RUNNING", "12_1": "PENDING", "12_2": "PENDING", "13_0": "COMPLETED"}
+
+
+def test_validate_checks_every_member_of_a_sweep(spec, capsys):
+    assert main(["validate", spec, "--sweep", f"{LR}=1e-3,2e-3", "--sweep", "stages.pretrain.steps=40,60"]) == 0
+    assert capsys.readouterr().out == "ok   spec.yaml (4 sweep runs, 2 stages: pretrain, finetune)\n"
+    # a value only one member has is caught, named with that member, as `run --sweep` would refuse it
+    assert main(["validate", spec, "--format", "json", "--sweep", f"{LR}=1e-3,-1"]) == 2
+    result = json.loads(capsys.readouterr().out)["results"][0]
+    assert not result["ok"] and result["runs"] == [] and len(result["issues"]) == 1
+    issue = result["issues"][0]
+    assert issue["file"] == f"--sweep {LR}=1e-3,-1" and issue["key"] == LR and "toy-lr-1" in issue["message"]
+    err = errors(capsys, "validate", spec, "--sweep", f"{LR}=1e-3,0.001")
+    assert "are the same spec after validation" in err and err.rstrip().endswith("FAIL spec.yaml")
