@@ -67,8 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                    help="with a spec: the spec's sweep (its last one, which must have swept these)")
     p.add_argument("--wait", action="store_true", help="follow the run's SLURM jobs until they end (exit 1 if one failed)")
-    p = sub.add_parser("cancel", help="cancel the SLURM jobs of a run that have not ended")
-    p.add_argument("run", help="a run folder (runs/NAME) or the spec that made it")
+    p = sub.add_parser("cancel", help="cancel the SLURM jobs of a run, or of every run of a sweep, that have not ended")
+    p.add_argument("run", help="a run folder (runs/NAME), a sweep's folder (runs/NAME-sweep) or the spec that made it")
     p = sub.add_parser("report", help="write one static HTML page of a run (every stage) or a sweep's comparison")
     p.add_argument("run", help="a run folder (runs/NAME), the spec that made it, or a sweep folder (sweep.json)")
     p.add_argument("--out", help="write the page here (default: RUN/report.html)")
@@ -297,8 +297,10 @@ def cmd_status(args) -> int:
 
 def cmd_cancel(args) -> int:
     from .runtime.executors.follow import cancel
+    from .runtime.executors.sweep import is_sweep, sweep_cancel
 
-    return cancel(_run_folder(args.run))
+    folder = _run_folder(args.run)
+    return sweep_cancel(folder) if is_sweep(folder) else cancel(folder)
 
 
 def cmd_report(args) -> int:

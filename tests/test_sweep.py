@@ -215,6 +215,23 @@ def test_an_arrays_pending_tasks_on_one_queue_line_each_get_its_state(monkeypatc
     assert job_states(jobs) == {"12_0": "RUNNING", "12_1": "PENDING", "12_2": "PENDING", "13_0": "COMPLETED"}
 
 
+def test_tasks_of_an_array_cancelled_before_it_split_get_the_arrays_record(monkeypatch, tmp_path):
+    from flowspec.runtime.executors.follow import job_states
+    from flowspec.runtime.executors.slurm import Submitted
+
+    from .runtime.test_follow import answers, slurm_path
+
+    # accounting as a real cluster answers after `flowspec cancel`: array 13 never split (one record, JobID 13);
+    # array 3 as its pending line; array 14 split, its task 1 having the array's raw id; array 16 knows task 1 only
+    slurm_path(monkeypatch, tmp_path, squeue=answers(""), sacct=answers(
+        "13|13|CANCELLED by 0\n3_[0-1%2]|3|CANCELLED by 0\n14_0|15|CANCELLED by 0\n14_1|14|COMPLETED\n"
+        "16_1|16|COMPLETED\n"))
+    ids = ("13_0", "13_1", "3_0", "3_1", "14_0", "14_1", "16_0", "16_1")
+    assert job_states([Submitted("ft", job, "", "") for job in ids]) == {
+        "13_0": "CANCELLED", "13_1": "CANCELLED", "3_0": "CANCELLED", "3_1": "CANCELLED", "14_0": "CANCELLED",
+        "14_1": "COMPLETED", "16_0": "UNKNOWN", "16_1": "COMPLETED"}
+
+
 def test_validate_checks_every_member_of_a_sweep(spec, capsys):
     assert main(["validate", spec, "--sweep", f"{LR}=1e-3,2e-3", "--sweep", "stages.pretrain.steps=40,60"]) == 0
     assert capsys.readouterr().out == "ok   spec.yaml (4 sweep runs, 2 stages: pretrain, finetune)\n"
@@ -226,3 +243,10 @@ def test_validate_checks_every_member_of_a_sweep(spec, capsys):
     assert issue["file"] == f"--sweep {LR}=1e-3,-1" and issue["key"] == LR and "toy-lr-1" in issue["message"]
     err = errors(capsys, "validate", spec, "--sweep", f"{LR}=1e-3,0.001")
     assert "are the same spec after validation" in err and err.rstrip().endswith("FAIL spec.yaml")
+
+
+def test_cancel_on_a_sweep_that_ran_here_says_there_is_nothing_to_cancel(spec, capsys):
+    sweep = expand(spec, None, [], [f"{LR}=1e-3,2e-3"])
+    write_manifest(sweep)
+    assert main(["cancel", "runs/toy-sweep"]) == 2
+    assert capsys.readouterr().err == "runs/toy-sweep: no SLURM submission found (its runs ran here, one after the other)\n"

@@ -75,24 +75,39 @@ def job_states(jobs: list[Submitted]) -> dict[str, str]:
     whose job ids started again must not answer with an older job of the same id); "UNKNOWN" if neither
     knows it (yet, or ever, on a cluster without accounting). Raises SlurmUnavailable if SLURM cannot
     be asked."""
-    ids = ",".join(job.job_id for job in jobs)
-    states = _states(slurm_command(["squeue", "-h", "-o", "%i|%T", "-j", ids], answers=(NOT_IN_QUEUE,)))
+    states = _states(slurm_command(["squeue", "-h", "-o", "%i|%T", "-j", _asked(jobs)], answers=(NOT_IN_QUEUE,)))
     rest = [job for job in jobs if job.job_id not in states]
     if rest:
         since = min((job.submitted for job in rest), default="") or "1970-01-01T00:00:00"
         # JobID names an array's task as submitted (`123_0`); JobIDRaw is the task's own number
+        whole: dict[str, str] = {}
         states.update(_states(slurm_command(["sacct", "-X", "-n", "-P", "-o", "JobID,JobIDRaw,State", "-S", since,
-                                             "-j", ",".join(job.job_id for job in rest)], answers=(NO_ACCOUNTING,))))
+                                             "-j", _asked(rest)], answers=(NO_ACCOUNTING,)), whole))
+        for job in rest:  # tasks of an array that was never split: one record, the array's own JobID (`123`)
+            array, _, task = job.job_id.partition("_")
+            if task and job.job_id not in states and array in whole:
+                states[job.job_id] = whole[array]
     return {job.job_id: states.get(job.job_id, "UNKNOWN") for job in jobs}
 
 
-def _states(out: subprocess.CompletedProcess) -> dict[str, str]:
+def _asked(jobs: list[Submitted]) -> str:
+    """The ids to ask for: an array task's array too, since tasks that never left the queue's pending line
+    (cancelled while waiting) are known to accounting only by the array's id (`123`, or `123_[0-1]`), which
+    `-j 123_0` misses."""
+    return ",".join(dict.fromkeys(i for job in jobs for i in (job.job_id, job.job_id.partition("_")[0])))
+
+
+def _states(out: subprocess.CompletedProcess, whole: dict[str, str] | None = None) -> dict[str, str]:
+    """Each id of each line -> its state; `whole` also gets the state of each line whose first id is a plain
+    number (for an array, the record of its tasks that never ran apart)."""
     states: dict[str, str] = {}
     if out.returncode != 0:  # an answer that knows none of the jobs
         return states
     for line in out.stdout.splitlines():
         *ids, state = line.split("|")
         if ids and state.strip():
+            if whole is not None and ids[0].strip().isdigit():
+                whole[ids[0].strip()] = state.split()[0]
             for job_id in ids:
                 states.update(dict.fromkeys(array_tasks(job_id.strip()), state.split()[0]))
     return states
@@ -297,7 +312,13 @@ def cancel(root: Path) -> int:
     if not jobs:
         print(f"{root}: no SLURM submission found", file=sys.stderr)
         return 2
-    with asked_for(str(root / RECORD)):
+    return cancel_jobs(jobs, root / RECORD)
+
+
+def cancel_jobs(jobs: list[Submitted], record: Path) -> int:
+    """scancel the jobs (of a run, or every run of a sweep: `record` names where they were read) that have not
+    ended, and say of each whether it was cancelled or had already ended."""
+    with asked_for(str(record)):
         check(("squeue", "sacct", "scancel"), "run `flowspec cancel` on a login node of the cluster that runs these "
               "jobs")
         states = job_states(jobs)

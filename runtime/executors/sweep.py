@@ -143,12 +143,9 @@ def sweep_status(folder: Path, follow: bool = False, stream=None) -> int:
     state, step and loss; a stage another run trains says whose it is."""
     from .follow import asked_for, describe, job_states, wait
     from .reach import check
-    from .slurm import read_record
 
     stream = stream or sys.stdout
-    data = json.loads((folder / MANIFEST).read_text())
-    runs = [(run, Path(os.path.normpath(folder / run["folder"]))) for run in data["runs"]]
-    records = {run["name"]: {job.stage: job for job in read_record(root)} for run, root in runs}
+    data, runs, records = _records(folder)
     jobs = list({job.job_id: job for record in records.values() for job in record.values()}.values())
     states: dict[str, str] = {}
     if jobs:
@@ -167,6 +164,27 @@ def sweep_status(folder: Path, follow: bool = False, stream=None) -> int:
             owner = run.get("shared", {}).get(stage)
             print(f"    {line}" + (f"  (shared: trained in {Path(owner).parent.name})" if owner else ""), file=stream)
     return 0
+
+
+def sweep_cancel(folder: Path) -> int:
+    """`flowspec cancel` on a sweep's folder: every job of its runs that has not ended, a shared stage's once."""
+    from .follow import cancel_jobs
+
+    _, runs, records = _records(folder)
+    jobs = _labelled(runs, records)
+    if not jobs:
+        print(f"{folder}: no SLURM submission found (its runs ran here, one after the other)", file=sys.stderr)
+        return 2
+    return cancel_jobs(jobs, folder / MANIFEST)
+
+
+def _records(folder: Path) -> tuple[dict, list[tuple[dict, Path]], dict[str, dict]]:
+    """The manifest, each run with its folder, and each run's SLURM jobs by stage (its slurm.json)."""
+    from .slurm import read_record
+
+    data = json.loads((folder / MANIFEST).read_text())
+    runs = [(run, Path(os.path.normpath(folder / run["folder"]))) for run in data["runs"]]
+    return data, runs, {run["name"]: {job.stage: job for job in read_record(root)} for run, root in runs}
 
 
 def _stage_lines(run: dict, root: Path, jobs: dict, states: dict, describe):
