@@ -5,6 +5,8 @@ import random
 import subprocess
 import sys
 
+import pytest
+
 from flowspec.runtime.data import filters as filt
 from flowspec.schemas.data import Filter
 
@@ -71,6 +73,7 @@ stages:
 """
 
 
+@pytest.mark.slow  # a plan and a run: about 20 s; the default run is at its budget
 def test_plan_and_the_run_log_report_each_filters_count(tmp_path):
     rows, (red, good, kept) = curated(tmp_path)
     (tmp_path / "spec.yaml").write_text(SPEC)

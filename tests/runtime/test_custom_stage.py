@@ -67,6 +67,7 @@ def test_a_unit_weight_trains_exactly_as_pretrain_and_the_option_changes_it(tmp_
     assert not all(torch.equal(runs["builtin"][k], runs["weighted"][k]) for k in runs["builtin"])
 
 
+@pytest.mark.slow  # about 30 s: the default run is at its budget
 def test_a_custom_stage_killed_mid_training_resumes_bitwise(tmp_path, root):
     ref, run = example(tmp_path, root, "ref"), example(tmp_path, root, "resumed")
     done = flowspec("run", "spec.yaml", *SHORT, cwd=ref)

@@ -52,6 +52,7 @@ def make_photos(folder, count=12):
     (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.slow  # about 30 s: the default run is at its budget
 def test_mixture_with_filters_reports_counts_in_plan_and_run_and_caches_latents(tmp_path):
     make_photos(tmp_path / "photos")
     write_spec(tmp_path, SPEC)
@@ -80,6 +81,7 @@ def test_mixture_with_filters_reports_counts_in_plan_and_run_and_caches_latents(
     assert all((a[k] == b[k]).all() for k in a)  # a warm cache changes nothing but the speed
 
 
+@pytest.mark.slow  # about 20 s: the default run is at its budget
 def test_webdataset_training_is_the_same_with_and_without_loader_workers(tmp_path):
     from ..data.test_webdataset import make_shards
 
@@ -115,6 +117,7 @@ def test_sdxl_like_smoke_pretrains_through_its_two_phase_bucketed_curriculum(tmp
     assert {r["resolution"] for r in records[6:]} <= {56, 64, 72} and {r["resolution"] for r in records[:6]} == {32}
 
 
+@pytest.mark.slow  # about 30 s: the default run is at its budget
 def test_a_corrupt_image_is_one_positioned_line_in_plan_and_run_and_skip_names_it(tmp_path):
     make_photos(tmp_path / "photos")
     (tmp_path / "photos" / "img05.png").write_bytes(b"not an image at all")  # score 0.25: filtered out, never read

@@ -111,6 +111,7 @@ def test_a_bad_subject_folder_is_refused_at_the_instance_data_line_naming_the_fi
     assert "[pretrain]" not in out.stdout + out.stderr  # refused before the chain's first stage trains
 
 
+@pytest.mark.slow  # about 25 s: the default run is at its budget
 def test_a_captioned_subject_trains_under_its_own_captions(tmp_path):
     subject(tmp_path / "subject", {0: "sks ring", 1: "sks ring on a table", 2: "sks ring, close up"})
     write_spec(tmp_path, SPEC)

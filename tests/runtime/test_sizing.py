@@ -23,6 +23,7 @@ def never_asked(prompt: str) -> str:
     raise AssertionError(f"asked {prompt!r}")
 
 
+@pytest.mark.slow  # the headline spec compiled and estimated: about 20 s
 def test_a_non_terminal_run_of_the_headline_spec_without_yes_is_refused_before_anything_is_built(tmp_path, root):
     (tmp_path / "specs").mkdir()
     (tmp_path / HEADLINE).write_text((root / HEADLINE).read_text())

@@ -139,6 +139,8 @@ def test_status_and_cancel_follow_the_queued_chain_and_a_second_submission_is_re
     assert flowspec(slurm_env, "status", "runs/toy", cwd=tmp_path).stdout.count("CANCELLED") == 2
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # DDP across a job's tasks: tests/slurm/test_multinode.py's two-node stage checks the same
 def test_a_job_with_two_tasks_trains_data_parallel_like_two_local_processes(slurm_env, tmp_path):
     """gpus_per_node: 2 on the cluster's fake GPUs gives 2 tasks; without CUDA they talk gloo."""
     (tmp_path / "slurm").mkdir()
