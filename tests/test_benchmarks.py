@@ -13,7 +13,7 @@ SMALL = [
     (["benchmarks/step_overhead.py", "--tiny", "--steps", "20"], "framework overhead:"),
     (["benchmarks/data_throughput.py", "--batches", "2", "--workers", "1"], "training step consumes"),
     pytest.param(["benchmarks/repa_convergence.py", "--steps", "60", "--every", "30", "--out", "{tmp}/repa.json"],
-                 "checker accuracy at the end", marks=pytest.mark.slow),  # two trainings and their checker: 77 s
+                 "checker accuracy at the end", marks=[pytest.mark.slow, pytest.mark.extended]),  # REPA: tests/properties  # two trainings and their checker: 77 s
     # about 20 s each: the default run is at its budget
     pytest.param(["benchmarks/gradient_checkpointing.py", "--batch", "2", "--resolution", "32", "--steps", "1"],
                  "gradient checkpointing: activations -", marks=pytest.mark.slow),
@@ -80,6 +80,7 @@ def test_the_shapes_preference_benchmark_runs(tmp_path):
 
 
 @pytest.mark.slow  # seven small stages on 2-D points and their reports: about half a minute
+@pytest.mark.extended  # the kinds are distilled in tests/runtime/test_distillation.py and the life-cycle smoke
 def test_the_toy_distillation_benchmark_runs(tmp_path):
     out = subprocess.run([sys.executable, "benchmarks/distill_toy.py", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=900)

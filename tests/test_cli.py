@@ -97,8 +97,10 @@ def test_dump_after_unknown_pass():
 
 
 @pytest.mark.slow  # the two headline chains, eight stages (about a minute and a half): with the slow tests
-@pytest.mark.parametrize("name,stages", [("sdxl_like", ("vae", "pretrain", "sft", "dpo", "subject_lora", "lcm")),
-                                         ("sd3_like", ("vae", "pretrain", "grpo", "reflow"))])
+@pytest.mark.parametrize("name,stages", [
+    # sdxl_like's chain runs in CI as SLURM jobs (tests/slurm/test_slurm.py), the same stages
+    pytest.param("sdxl_like", ("vae", "pretrain", "sft", "dpo", "subject_lora", "lcm"), marks=pytest.mark.extended),
+    ("sd3_like", ("vae", "pretrain", "grpo", "reflow"))])
 def test_a_headline_smoke_chain_runs_every_stage_locally(tmp_path, root, name, stages, smoke_vae):
     smoke_vae(tmp_path, name)  # its first stage, trained by the same command once per session
     code, out, err = run_cli("run", str(root / f"specs/{name}.yaml"), "--profile", "smoke", cwd=tmp_path)

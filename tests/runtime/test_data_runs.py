@@ -103,6 +103,7 @@ def test_webdataset_training_is_the_same_with_and_without_loader_workers(tmp_pat
 
 
 @pytest.mark.slow  # the SDXL-like smoke pre-training (about 35 s): the default run stays under 20 minutes
+@pytest.mark.extended  # the same pre-training runs in the sdxl_like chain; phases: tests/data/test_stream.py, test_resume.py
 def test_sdxl_like_smoke_pretrains_through_its_two_phase_bucketed_curriculum(tmp_path, root, smoke_vae):
     smoke_vae(tmp_path, "sdxl_like")
     run = flowspec("run", str(root / "specs/sdxl_like.yaml"), "--profile", "smoke", "--stage", "pretrain",

@@ -168,7 +168,9 @@ def test_a_stage_with_its_frozen_copy_sharded_gives_the_weights_of_one_unsharded
 
 
 @pytest.mark.slow  # two runs of a pretrain and a second stage, one on two processes
-@pytest.mark.parametrize("stage", ["rf", "grpo", pytest.param("add", marks=pytest.mark.extended), "dmd"])
+@pytest.mark.parametrize("stage", [pytest.param("rf", marks=pytest.mark.extended), "grpo",
+                                   pytest.param("add", marks=pytest.mark.extended),
+                                   pytest.param("dmd", marks=pytest.mark.extended)])
 def test_the_kinds_that_sample_the_policy_or_train_a_second_model_give_the_weights_of_one_process(tmp_path, stage):
     """Reward feedback and Flow-GRPO sample from the sharded policy (every rank gathers each block in turn);
     Flow-GRPO's reference (a frozen copy of the start) and ADD's and DMD's teachers are sharded with their shards
@@ -194,6 +196,7 @@ def test_the_kinds_that_sample_the_policy_or_train_a_second_model_give_the_weigh
 
 
 @pytest.mark.slow  # two runs of a pretrain and a stopped reward-feedback stage, one on two processes
+@pytest.mark.extended  # a sharded reward-feedback stage's weights are checked by the kinds' test (grpo's sampling too)
 def test_a_sharded_stage_with_gold_keeps_the_history_and_the_best_weights_of_one_process(tmp_path):
     """Gold evaluates the whole EMA weights on every rank (the first time before FSDP's first forward) and
     keeps the best whole; the stage stops where one process stops and exports the same weights."""

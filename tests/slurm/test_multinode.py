@@ -81,6 +81,7 @@ def test_a_two_node_stage_ends_with_the_weights_of_one_process(two_nodes, tmp_pa
     assert worst < 2e-4, worst  # the bound of the two-process test (tests/runtime/test_distributed.py)
 
 
+@pytest.mark.extended  # afterok chains: the sdxl_like SLURM chain; two-node stages: the tests above and below
 def test_an_afterok_chain_mixes_one_and_two_node_stages(two_nodes, tmp_path):
     spec = TOY + SLURM
     spec = spec.replace("  - {name: finetune, kind: finetune, from: pretrain, steps: 20",

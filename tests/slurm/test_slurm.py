@@ -65,7 +65,9 @@ def test_a_two_stage_chain_runs_as_dependent_jobs_and_finished_stages_are_not_re
 # With the slow tests (about 2.5 minutes for the four; the default run must stay under 20 minutes on 2 cores).
 @pytest.mark.slow
 @pytest.mark.parametrize("timeout,tasks,sharding", [
-    (False, 1, "none"), (True, 1, "none"), pytest.param(False, 2, "none", marks=pytest.mark.extended),
+    # the plain preemption: the two-node one (tests/slurm/test_multinode.py) checks the same and more
+    pytest.param(False, 1, "none", marks=pytest.mark.extended), (True, 1, "none"),
+    pytest.param(False, 2, "none", marks=pytest.mark.extended),
     # the checkpoint at the signal gathered from both tasks' shards, loaded into new shards after the requeue
     pytest.param(False, 2, "fsdp", marks=pytest.mark.extended)],
     ids=["preempted", "time-limit", "preempted-2-tasks", "preempted-2-tasks-sharded"])
