@@ -13,7 +13,7 @@ SMALL = [
     (["benchmarks/step_overhead.py", "--tiny", "--steps", "20"], "framework overhead:"),
     (["benchmarks/data_throughput.py", "--batches", "2", "--workers", "1"], "training step consumes"),
     pytest.param(["benchmarks/repa_convergence.py", "--steps", "60", "--every", "30", "--out", "{tmp}/repa.json"],
-                 "checker accuracy at the end", marks=[pytest.mark.slow, pytest.mark.extended]),  # REPA: tests/properties  # two trainings and their checker: 77 s
+                 "checker accuracy at the end", marks=[pytest.mark.slow, pytest.mark.extended]),  # 77 s; REPA itself: tests/properties
     # about 20 s each: the default run is at its budget
     pytest.param(["benchmarks/gradient_checkpointing.py", "--batch", "2", "--resolution", "32", "--steps", "1"],
                  "gradient checkpointing: activations -", marks=pytest.mark.slow),

@@ -79,7 +79,7 @@ def run_plan(plan: Plan, fresh: bool = False, stages: list[str] | None = None, e
              nproc: int | None = None, wait: bool = False, yes: bool = False) -> int:
     from ..estimate import with_estimates
 
-    plan = with_estimates(runnable(plan, stages))  # each stage folder keeps its estimate for the report
+    plan = runnable(plan, stages)
     kind = executor_kind(plan, executor)
     if kind == "slurm":
         if nproc:
@@ -91,6 +91,7 @@ def run_plan(plan: Plan, fresh: bool = False, stages: list[str] | None = None, e
         require_slurm(plan, executor)
         with asked_for(plan, executor):
             refuse_live_jobs(plan)
+        plan = with_estimates(plan)  # after the refusals that need none; each job writes its stage's for the report
         preflight(plan, fresh, None)
         submitted = submit_plan(plan, fresh)
         if not wait:
@@ -104,6 +105,7 @@ def run_plan(plan: Plan, fresh: bool = False, stages: list[str] | None = None, e
                           if s.executor.kind == "local" and s.name in {p.name for p in plan.stages}), default=1)
     from .sizing import check_size
 
+    plan = with_estimates(plan)  # each stage folder keeps its estimate for the report
     check_size(plan, world, yes)  # before anything is built: a stage sized for a cluster says so, and asks
     preflight(plan, fresh, world)
     code = run_local(plan, fresh, world)

@@ -20,11 +20,11 @@ from ..data.sources import DataError
 from ..distributed import SINGLE, Distributed
 from ..ops import OPS, StageContext
 from ..ops.context import data_error, split_batch
+from ..report.collect import ESTIMATE
 from ..report.summary import loss_plot, write_report
-from ..train.checkpoint import latest_checkpoint, read_identity, spec_differences, write_identity
+from ..train.checkpoint import latest_checkpoint, read_identity, spec_differences, write_identity, write_json
 
 LOCK_FILE = ".lock"
-ESTIMATE = "estimate.json"  # read by the report (runtime/report/collect.py)
 
 
 def identity(plan: Plan, stage_plan: StagePlan) -> dict:
@@ -133,9 +133,7 @@ class StageRun:
         """The plan's estimate of this stage (FLOPs, memory, GPU-hours on the declared hardware), for the
         report to set beside what the run measured; a stage run without one (the Python API) writes none."""
         if self.stage_plan.estimate is not None:
-            tmp = self.run_dir / (ESTIMATE + ".tmp")
-            tmp.write_text(json.dumps(dataclasses.asdict(self.stage_plan.estimate), indent=2))
-            os.replace(tmp, self.run_dir / ESTIMATE)
+            write_json(self.run_dir / ESTIMATE, dataclasses.asdict(self.stage_plan.estimate))
 
     @contextlib.contextmanager
     def data_errors(self):

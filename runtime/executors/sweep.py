@@ -42,9 +42,8 @@ def run_sweep_command(args) -> int:
 def run_sweep(sweep: Sweep, fresh: bool = False, executor: str | None = None, nproc: int | None = None,
               wait: bool = False, yes: bool = False) -> int:
     from ..report.html import report_after_sweep
-    from . import executor_kind, preflight, report, runnable
-
     from ..estimate import with_estimates
+    from . import executor_kind, preflight, report, runnable
 
     plans = [with_estimates(runnable(member.plan)) for member in sweep.members]
     kinds = {executor_kind(plan, executor) for plan in plans}

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..train.logs import METRICS
 
 IDENTITY = "spec.json"  # written when a stage starts (runtime/train/checkpoint.py), so every stage folder has one
-ESTIMATE = "estimate.json"  # the plan's estimate, written beside it by `flowspec run` (runtime/executors/stage.py)
+ESTIMATE = "estimate.json"  # the plan's estimate, written beside it when a stage starts (runtime/executors/stage.py)
 SWEEP_MANIFEST = "sweep.json"
 WHAT_A_RUN_HOLDS = ("a run folder is <output_dir>/<name>/ as `flowspec run` writes it: one STAGE-HASH/ folder per "
                     "stage, each with spec.json (or a sweep folder with sweep.json)")

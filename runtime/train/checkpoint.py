@@ -78,10 +78,15 @@ def restore_rng(state: dict) -> None:
 
 
 def write_identity(run_dir: Path, identity: dict) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / (IDENTITY + ".tmp")
-    tmp.write_text(json.dumps(identity, indent=2, sort_keys=True))
-    os.replace(tmp, run_dir / IDENTITY)
+    write_json(run_dir / IDENTITY, identity)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """JSON through a temp file and a rename: a reader (the report, `status`) never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
 
 
 def read_identity(run_dir: Path) -> dict | None:

@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from .test_follow import UP, answers
 
 HEADLINE = "specs/sdxl_like.yaml"
@@ -45,7 +43,6 @@ def test_the_headline_spec_on_a_laptop_says_slurm_is_missing_at_its_executor_lin
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.slow  # the headline chain compiled, estimated and checked stage by stage: about 30 s
 def test_the_whole_headline_chain_on_a_laptop_reports_missing_slurm_alone(tmp_path, root):
     """Every stage kind of the headline chain has its runtime: what this machine lacks is the one error."""
     out = flowspec(tmp_path, laptop(tmp_path, root), "run", HEADLINE)

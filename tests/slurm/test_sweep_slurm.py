@@ -1,5 +1,6 @@
 """A sweep on a real SLURM cluster: one job array per stage, the shared stage one job, the arrays chained
-with afterok / aftercorr, and `flowspec status` on the sweep."""
+with afterok / aftercorr, `flowspec status` and `flowspec cancel` on the sweep, and a failed task that takes
+only its own run's next task with it."""
 import json
 import subprocess
 from pathlib import Path
@@ -68,7 +69,6 @@ def test_cancel_on_the_sweep_folder_cancels_every_run_and_the_shared_stage_once(
     assert "UNKNOWN" not in said[-1]
     again = flowspec(slurm_env, "cancel", "runs/toy-sweep", cwd=tmp_path)
     assert again.returncode == 0 and again.stdout.count("had already ended") == 5
-
 
 
 @pytest.mark.slow  # three stages of two runs as SLURM jobs (about 45 s)
